@@ -1,0 +1,83 @@
+"""Zero-copy conversion between numpy arrays and wire :class:`~natriton.messages.Tensor`s.
+
+Datatype names are Triton's (``FP32``, ``UINT8``, ...). Bytes are little-endian, C order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from natriton.errors import invalid_argument
+from natriton.messages import Tensor, TensorSpec
+
+TRITON_TO_NUMPY: Final[dict[str, np.dtype[np.generic]]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+NUMPY_TO_TRITON: Final[dict[np.dtype[np.generic], str]] = {v: k for k, v in TRITON_TO_NUMPY.items()}
+
+
+def to_tensor(name: str, array: npt.NDArray[np.generic]) -> Tensor:
+    """Wrap a numpy array as a wire tensor (one copy only if the array is not C-contiguous little-endian)."""
+    dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
+    datatype = NUMPY_TO_TRITON.get(dtype)
+    if datatype is None:
+        raise ValueError(f"dtype {array.dtype} has no Triton datatype")
+    contiguous = np.ascontiguousarray(array, dtype=dtype)
+    shape = tuple(int(d) for d in contiguous.shape)
+    return Tensor(name=name, datatype=datatype, shape=shape, data=contiguous.tobytes())
+
+
+def to_array(tensor: Tensor) -> npt.NDArray[np.generic]:
+    """View a wire tensor as a read-only numpy array sharing its bytes; raises invalid_argument when inconsistent."""
+    dtype = TRITON_TO_NUMPY.get(tensor.datatype)
+    if dtype is None:
+        raise invalid_argument(f"tensor {tensor.name!r}: unknown datatype {tensor.datatype!r}")
+    if any(d < 0 for d in tensor.shape):
+        raise invalid_argument(f"tensor {tensor.name!r}: negative dimension in shape {list(tensor.shape)}")
+    expected = math.prod(tensor.shape) * dtype.itemsize
+    if expected != len(tensor.data):
+        raise invalid_argument(
+            f"tensor {tensor.name!r}: shape {list(tensor.shape)} {tensor.datatype} needs {expected} bytes, "
+            f"got {len(tensor.data)}"
+        )
+    return np.frombuffer(tensor.data, dtype=dtype).reshape(tensor.shape)
+
+
+def check_against_specs(tensors: Sequence[Tensor], specs: Sequence[TensorSpec], model: str) -> None:
+    """Check names, datatypes and shapes (batch dimension first) against a model's declared inputs."""
+    by_name = {t.name: t for t in tensors}
+    wanted = {s.name for s in specs}
+    if set(by_name) != wanted:
+        raise invalid_argument(f"model {model!r} takes inputs {sorted(wanted)}, got {sorted(by_name)}")
+    batch_sizes = {t.shape[0] if t.shape else -1 for t in tensors}
+    if len(batch_sizes) != 1 or min(batch_sizes) < 1:
+        raise invalid_argument(f"model {model!r}: every input needs the same batch dimension >= 1")
+    for spec in specs:
+        tensor = by_name[spec.name]
+        if tensor.datatype != spec.datatype:
+            raise invalid_argument(
+                f"model {model!r} input {spec.name!r} is {spec.datatype}, got {tensor.datatype}"
+            )
+        dims = tensor.shape[1:]
+        if len(dims) != len(spec.shape) or any(s not in (-1, d) for s, d in zip(spec.shape, dims, strict=True)):
+            raise invalid_argument(
+                f"model {model!r} input {spec.name!r} has shape [batch, {', '.join(map(str, spec.shape))}], "
+                f"got {list(tensor.shape)}"
+            )
+        to_array(tensor)  # byte count must match the shape
