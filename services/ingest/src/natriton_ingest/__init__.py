@@ -1,0 +1,3 @@
+"""Natriton ingest service."""
+
+VERSION = "0.1.0"

@@ -1,0 +1,3 @@
+"""Natriton postprocess service."""
+
+VERSION = "0.1.0"

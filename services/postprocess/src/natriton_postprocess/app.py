@@ -1,0 +1,67 @@
+"""Postprocess wiring: raw outputs → answer → cache → reply to the owning ingest."""
+
+from __future__ import annotations
+
+import msgspec
+
+from natriton import headers, subjects
+from natriton.cache import ResultCache
+from natriton.catalog import ModelCatalog
+from natriton.errors import invalid_argument
+from natriton.messages import Codec, InferResponse, PostprocessTask, Result
+from natriton.pipeline import reply_error_to_owner, reply_to_owner
+from natriton.runtime import Inbound, ServiceRuntime
+from natriton_postprocess.logic import to_result
+from natriton_postprocess.settings import Settings
+
+TASKS: Codec[PostprocessTask] = Codec(PostprocessTask)
+RESULTS: Codec[Result] = Codec(Result)
+
+
+class PostprocessApp:
+    """Answers requests: labels/scores from logits, cache write, reply."""
+
+    def __init__(self, runtime: ServiceRuntime, settings: Settings, catalog: ModelCatalog, cache: ResultCache) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.catalog = catalog
+        self.cache = cache
+
+    async def start(self) -> None:
+        await self.catalog.start(self.runtime.nc)
+        await self.runtime.add_endpoint(
+            "postprocess",
+            subjects.POSTPROCESS,
+            self.handle,
+            queue_group=subjects.queue_group("postprocess"),
+            on_error=lambda inbound, error: reply_error_to_owner(self.runtime, inbound, error),
+        )
+
+    async def stop(self) -> None:
+        await self.catalog.stop()
+        await self.cache.close()
+
+    async def handle(self, inbound: Inbound) -> None:
+        """PostprocessTask → InferResponse (cached under the job's key)."""
+        try:
+            task = TASKS.decode(inbound.data)
+        except msgspec.MsgspecError as exc:
+            raise invalid_argument(f"malformed postprocess task: {exc}") from exc
+        job = task.job
+        info, _ = self.catalog.require(job.model, job.version)
+        result = to_result(info, task.outputs, job.top_k)
+        if job.cache_key:
+            await self.cache.set(job.cache_key, RESULTS.encode(result), self.settings.cache_ttl_s)
+        response = InferResponse(
+            request_id=inbound.headers.get(headers.REQUEST_ID, ""),
+            model=job.model,
+            version=job.version,
+            result=result,
+        )
+        await reply_to_owner(self.runtime, inbound.headers, response)
+
+
+async def build_app(runtime: ServiceRuntime, settings: Settings) -> PostprocessApp:
+    """Dependencies for one postprocess process."""
+    cache = ResultCache(settings.redis_url, ttl_s=settings.cache_ttl_s)
+    return PostprocessApp(runtime, settings, ModelCatalog(), cache)

@@ -1,0 +1,3 @@
+"""Natriton preprocess service."""
+
+VERSION = "0.1.0"

@@ -1,0 +1,69 @@
+"""Preprocess wiring: take PreprocessTasks, emit InferTasks to the router."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import msgspec
+
+from natriton import subjects
+from natriton.catalog import ModelCatalog
+from natriton.errors import invalid_argument
+from natriton.messages import Codec, ImageInput, InferTask, PreprocessTask, Tensor
+from natriton.pipeline import check_deadline, next_hop_headers, reply_error_to_owner
+from natriton.runtime import Inbound, ServiceRuntime
+from natriton_preprocess.logic import DecodeLimits, ImageLayout, check_tensors, image_to_tensor
+from natriton_preprocess.settings import Settings
+
+TASKS: Codec[PreprocessTask] = Codec(PreprocessTask)
+OUT: Codec[InferTask] = Codec(InferTask)
+
+
+class PreprocessApp:
+    """Decodes inputs into the exact tensors each model declares."""
+
+    def __init__(self, runtime: ServiceRuntime, settings: Settings, catalog: ModelCatalog) -> None:
+        self.runtime = runtime
+        self.catalog = catalog
+        self.limits = DecodeLimits(max_pixels=settings.max_image_pixels, min_side=settings.min_image_side)
+        self.pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
+
+    async def start(self) -> None:
+        await self.catalog.start(self.runtime.nc)
+        await self.runtime.add_endpoint(
+            "preprocess",
+            subjects.PREPROCESS,
+            self.handle,
+            queue_group=subjects.queue_group("preprocess"),
+            on_error=lambda inbound, error: reply_error_to_owner(self.runtime, inbound, error),
+        )
+
+    async def stop(self) -> None:
+        await self.catalog.stop()
+        self.pool.shutdown(wait=True)
+
+    async def handle(self, inbound: Inbound) -> None:
+        """PreprocessTask → InferTask."""
+        try:
+            task = TASKS.decode(inbound.data)
+        except msgspec.MsgspecError as exc:
+            raise invalid_argument(f"malformed preprocess task: {exc}") from exc
+        check_deadline(inbound.headers, "preprocess")
+        info, _ = self.catalog.require(task.job.model, task.job.version)
+        if isinstance(task.input, ImageInput):
+            layout = ImageLayout.from_model(info)
+            data = task.input.data
+            tensor = await asyncio.get_running_loop().run_in_executor(
+                self.pool, image_to_tensor, data, layout, self.limits
+            )
+            inputs: tuple[Tensor, ...] = (tensor,)
+        else:
+            inputs = check_tensors(task.input.tensors, info)
+        out = InferTask(job=task.job, inputs=inputs)
+        await self.runtime.publish(subjects.ROUTE, OUT.encode(out), next_hop_headers(inbound.headers))
+
+
+async def build_app(runtime: ServiceRuntime, settings: Settings) -> PreprocessApp:
+    """Dependencies for one preprocess process."""
+    return PreprocessApp(runtime, settings, ModelCatalog())

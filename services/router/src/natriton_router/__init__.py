@@ -1,0 +1,3 @@
+"""Natriton router service."""
+
+VERSION = "0.1.0"

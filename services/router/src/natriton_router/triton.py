@@ -1,0 +1,77 @@
+"""The router's only door to Triton: model catalog reads and inference over gRPC (asyncio)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.utils import InferenceServerException
+
+from natriton.messages import ModelInfo
+from natriton.tensors import NUMPY_TO_TRITON
+from natriton_router.logic import error_from_triton, model_info_from_triton
+
+log = logging.getLogger(__name__)
+
+
+class TritonGateway:
+    """Wraps ``tritonclient.grpc.aio`` with typed errors and catalog helpers."""
+
+    def __init__(self, url: str, *, timeout_s: float) -> None:
+        self.url = url
+        self._client = grpcclient.InferenceServerClient(url=url)
+        self._timeout_s = timeout_s
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Wait until Triton reports ready; raise TimeoutError after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if await self._client.is_server_ready(client_timeout=2):
+                    return
+            except InferenceServerException:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Triton at {self.url} not ready after {timeout_s:.0f} s")
+            await asyncio.sleep(0.5)
+
+    async def read_catalog(self) -> list[ModelInfo]:
+        """Every ready model, described from its config (tensors, batch size, ``natriton.*`` parameters)."""
+        index: dict[str, Any] = await self._client.get_model_repository_index(as_json=True)
+        versions: dict[str, list[str]] = {}
+        for entry in index.get("models", []):
+            if entry.get("state") == "READY":
+                versions.setdefault(entry["name"], []).append(str(entry.get("version", "1")))
+        models = []
+        for name, ready in sorted(versions.items()):
+            config: dict[str, Any] = await self._client.get_model_config(name, as_json=True)
+            models.append(model_info_from_triton(config["config"], ready))
+        return models
+
+    async def infer(
+        self, model: str, version: str, inputs: dict[str, np.ndarray[Any, Any]], output_names: tuple[str, ...]
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        """One (batched) inference; Triton errors become typed MeshErrors."""
+        request_inputs = []
+        for name, array in inputs.items():
+            tensor = InferInput(name, list(array.shape), NUMPY_TO_TRITON[array.dtype])
+            tensor.set_data_from_numpy(array)
+            request_inputs.append(tensor)
+        outputs = [InferRequestedOutput(n) for n in output_names]
+        try:
+            result = await self._client.infer(
+                model, request_inputs, model_version=version, outputs=outputs, client_timeout=self._timeout_s
+            )
+        except InferenceServerException as exc:
+            raise error_from_triton(exc.status(), exc.message() or str(exc)) from exc
+        return {n: result.as_numpy(n) for n in output_names}
+
+    async def close(self) -> None:
+        """Close the gRPC channel."""
+        await self._client.close()
+
