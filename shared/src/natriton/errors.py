@@ -49,11 +49,15 @@ class MeshError(Exception):
     :class:`natriton.messages.ErrorReply`. Anything else raised becomes ``internal``.
     """
 
-    def __init__(self, code: ErrorCode, message: str, *, retry_after_ms: int | None = None) -> None:
+    def __init__(
+        self, code: ErrorCode, message: str, *, retry_after_ms: int | None = None, request_id: str = ""
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.retry_after_ms = retry_after_ms
+        self.request_id = request_id
+        """Set once the request has an id, so the error reply can carry it."""
 
     def __repr__(self) -> str:
         return f"MeshError({self.code.value}: {self.message})"

@@ -46,5 +46,5 @@ async def reply_to_owner(runtime: ServiceRuntime, incoming: dict[str, str], repl
 
 async def reply_error_to_owner(runtime: ServiceRuntime, inbound: Inbound, error: MeshError) -> None:
     """The ``on_error`` handler of every internal endpoint."""
-    request_id = inbound.headers.get(h.REQUEST_ID, "")
+    request_id = error.request_id or inbound.headers.get(h.REQUEST_ID, "")
     await reply_to_owner(runtime, inbound.headers, error_reply(request_id, error))

@@ -315,4 +315,3 @@ class ServiceRuntime:
                 await self._nc.drain()
         self.tracer_provider.shutdown()
         log.info("%s stopped", self.name)
-

@@ -71,9 +71,7 @@ def check_against_specs(tensors: Sequence[Tensor], specs: Sequence[TensorSpec], 
     for spec in specs:
         tensor = by_name[spec.name]
         if tensor.datatype != spec.datatype:
-            raise invalid_argument(
-                f"model {model!r} input {spec.name!r} is {spec.datatype}, got {tensor.datatype}"
-            )
+            raise invalid_argument(f"model {model!r} input {spec.name!r} is {spec.datatype}, got {tensor.datatype}")
         dims = tensor.shape[1:]
         if len(dims) != len(spec.shape) or any(s not in (-1, d) for s, d in zip(spec.shape, dims, strict=True)):
             raise invalid_argument(

@@ -25,11 +25,11 @@ class ReceivedSpan:
     attributes: dict[str, Any]
 
 
-class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, sink: OtlpSink) -> None:
         self._sink = sink
 
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method name)
+    def Export(self, request: Any, context: Any) -> Any:
         for resource_spans in request.resource_spans:
             service = ""
             for attr in resource_spans.resource.attributes:
@@ -58,7 +58,7 @@ class OtlpSink:
         self._spans: list[ReceivedSpan] = []
         self._lock = threading.Lock()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self._server)
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self._server)  # type: ignore[no-untyped-call]
         self._server.add_insecure_port(f"127.0.0.1:{self.port}")
 
     @property

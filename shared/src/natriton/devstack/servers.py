@@ -45,7 +45,18 @@ class NatsServer(ManagedProcess):
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "nats.conf"
         config.write_text(f"max_payload: {max_payload}\n")
-        command = [binary, "-c", str(config), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(workdir / "js")]
+        command = [
+            binary,
+            "-c",
+            str(config),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-js",
+            "-sd",
+            str(workdir / "js"),
+        ]
         super().__init__(command, workdir, name="nats-server")
 
     @property
