@@ -1,0 +1,11 @@
+"""Marks every test under tests/integration as ``integration`` (deselect with ``-m 'not integration'``)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/integration/" in str(item.path):
+            item.add_marker(pytest.mark.integration)

@@ -1,0 +1,77 @@
+"""Session fixtures: the real stack (nats-server, redis-server, tritonserver, four service processes).
+
+Everything runs on free ports in a temporary folder and is stopped at the end of the session.
+Spans exported by the services land in an in-process OTLP receiver so tests can follow traces.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client as NATS
+
+from natriton.client import MeshClient
+from natriton.devstack.images import sample_photos
+from natriton.devstack.otlp import OtlpSink
+from natriton.devstack.stack import LocalStack
+
+
+@pytest.fixture(scope="session")
+def otlp_sink() -> Iterator[OtlpSink]:
+    sink = OtlpSink()
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, otlp_sink: OtlpSink) -> Iterator[LocalStack]:
+    workdir: Path = tmp_path_factory.mktemp("stack")
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_sink.endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "NATRITON_MAX_PAYLOAD_BYTES": str(4 * 1024 * 1024),
+    }
+    with LocalStack(workdir, service_env=env) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, bytes]:
+    return sample_photos()
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="session")
+async def client(stack: LocalStack) -> AsyncIterator[MeshClient]:
+    mesh = await MeshClient.connect(stack.nats_url)
+    yield mesh
+    await mesh.close()
+
+
+@pytest.fixture
+def nc(client: MeshClient) -> NATS:
+    """The raw nats-py connection (for tests that must not use our client)."""
+    return client.nc
+
+
+def triton_inference_count(stack: LocalStack, model: str) -> int:
+    """Successful inferences Triton itself counted for ``model`` (its statistics extension)."""
+    with urllib.request.urlopen(f"{stack.triton.http_url}/v2/models/{model}/stats", timeout=5) as resp:
+        stats = json.load(resp)
+    return sum(int(s.get("inference_count", 0)) for s in stats["model_stats"])
+
+
+@pytest.fixture(autouse=True)
+def services_stay_up(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After every integration test, every service process must still be running."""
+    yield
+    if "stack" in request.fixturenames:
+        stack: LocalStack = request.getfixturevalue("stack")
+        dead = [p.name for p in stack.services if not p.is_running]
+        assert not dead, f"services died: {dead}"
