@@ -213,7 +213,8 @@ class ServiceRuntime:
         log.warning("NATS error: %s", type(exc).__name__)
 
     async def _on_disconnected(self) -> None:
-        log.warning("disconnected from NATS, reconnecting")
+        if not self._stopping.is_set():
+            log.warning("disconnected from NATS, reconnecting")
 
     async def _on_reconnected(self) -> None:
         log.info("reconnected to NATS")
@@ -297,6 +298,7 @@ class ServiceRuntime:
 
     async def drain(self) -> None:
         """Stop taking new messages, finish accepted work, then close the connection and flush spans."""
+        self._stopping.set()
         timeout = self.settings.drain_timeout_s
         log.info("%s draining (up to %.1f s)", self.name, timeout)
         for endpoint in self._endpoints:

@@ -19,6 +19,18 @@ class ServiceProcess(ManagedProcess):
         name = service if copy == 0 else f"{service}-{copy}"
         super().__init__([sys.executable, "-m", f"natriton_{service}"], workdir, name=name, env=env)
         self.service = service
+        self._log_offset = 0
+
+    def start(self) -> None:
+        """Start (again); readiness is judged only from log lines written after this call."""
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        super().start()
+
+    def log_since_start(self) -> str:
+        """What this run of the process has logged so far."""
+        with self.log_path.open("rb") as log_file:
+            log_file.seek(self._log_offset)
+            return log_file.read().decode("utf-8", errors="replace")
 
     def wait_ready(self, timeout: float) -> None:
         """Block until the service says it is ready; raise with its log when it dies or times out."""
@@ -26,7 +38,7 @@ class ServiceProcess(ManagedProcess):
         def ready() -> bool:
             if not self.is_running:
                 raise RuntimeError(f"{self.name} exited with {self.returncode}:\n{self.log_tail()}")
-            return f"{self.service} ready" in self.log_tail(200)
+            return f"{self.service} ready" in self.log_since_start()
 
         try:
             wait_until(ready, timeout, interval=0.1, what=f"{self.name} ready")
