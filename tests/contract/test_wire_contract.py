@@ -1,0 +1,344 @@
+"""The v1 wire contract: tags, field names, encodings, error codes, subjects and headers.
+
+Everything pinned here is seen by producers outside the mesh or by older copies of the services during
+a rolling upgrade. A failure means a protocol change: make it deliberately (new tag, new field with a
+default, or a ``natriton.v2`` subject), never by accident.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from natriton import headers, messages, subjects
+from natriton.errors import ErrorCode
+from natriton.messages import (
+    Classification,
+    ClassScore,
+    Codec,
+    ErrorReply,
+    ImageInput,
+    InferRequest,
+    InferResponse,
+    InferTask,
+    InputPayload,
+    Job,
+    ModelInfo,
+    PostprocessTask,
+    PreprocessTask,
+    RawOutputs,
+    Reply,
+    Result,
+    Tensor,
+    TensorInput,
+    TensorSpec,
+)
+
+GOLDEN = Path(__file__).parent / "golden"
+
+TENSOR = Tensor(name="IMAGE", datatype="UINT8", shape=(1, 2, 2, 3), data=bytes(range(12)))
+LOGITS = Tensor(name="LOGITS", datatype="FP32", shape=(1, 2), data=b"\x00\x00\x80\x3f\x00\x00\x00\x40")
+JOB = Job(model="mobilenet_v2", version="1", task="image_classification", top_k=3, cache_key="natriton:v1:result:k")
+CLASSIFICATION = Classification(
+    classes=(ClassScore(index=967, label="espresso", score=0.9), ClassScore(index=1, label="goldfish", score=0.1))
+)
+MODEL_INFO = ModelInfo(
+    name="mobilenet_v2",
+    versions=("1", "2"),
+    task="image_classification",
+    max_batch_size=32,
+    inputs=(TensorSpec(name="IMAGE", datatype="UINT8", shape=(224, 224, 3)),),
+    outputs=(TensorSpec(name="LOGITS", datatype="FP32", shape=(1000,)),),
+    parameters={"natriton.labels": "imagenet1k"},
+)
+
+# (message, the type it is decoded as, its expected "type" tag or None for untagged nested structs)
+EXAMPLES: list[tuple[Any, Any, str | None]] = [
+    (TENSOR, Tensor, None),
+    (TensorSpec(name="x", datatype="FP32", shape=(-1, 3)), TensorSpec, None),
+    (ImageInput(data=b"\xff\xd8jpeg"), ImageInput, "image"),
+    (TensorInput(tensors=(TENSOR,)), TensorInput, "tensors"),
+    (InferRequest(model="m", input=ImageInput(data=b"png")), InferRequest, "infer_request"),
+    (
+        InferRequest(model="m", input=TensorInput(tensors=(TENSOR,)), version="2", top_k=1, use_cache=False),
+        InferRequest,
+        "infer_request",
+    ),
+    (ClassScore(index=3, label="tiger shark", score=0.5), ClassScore, None),
+    (CLASSIFICATION, Classification, "classification"),
+    (RawOutputs(tensors=(LOGITS,)), RawOutputs, "raw_outputs"),
+    (InferResponse(request_id="r1", model="m", version="1", result=CLASSIFICATION), InferResponse, "infer_response"),
+    (
+        InferResponse(request_id="r2", model="m", version="1", result=RawOutputs(tensors=(LOGITS,)), cached=True),
+        InferResponse,
+        "infer_response",
+    ),
+    (ErrorReply(request_id="r3", code=ErrorCode.NOT_FOUND, message="no such model"), ErrorReply, "error"),
+    (
+        ErrorReply(request_id="r4", code=ErrorCode.OVERLOADED, message="busy", retry_after_ms=100),
+        ErrorReply,
+        "error",
+    ),
+    (JOB, Job, None),
+    (PreprocessTask(job=JOB, input=ImageInput(data=b"jpeg")), PreprocessTask, "preprocess_task"),
+    (PreprocessTask(job=JOB, input=TensorInput(tensors=(TENSOR,))), PreprocessTask, "preprocess_task"),
+    (InferTask(job=JOB, inputs=(TENSOR,)), InferTask, "infer_task"),
+    (PostprocessTask(job=JOB, outputs=(LOGITS,)), PostprocessTask, "postprocess_task"),
+    (MODEL_INFO, ModelInfo, "model_info"),
+    # the public unions, decoded without knowing the concrete type
+    (ImageInput(data=b"x"), InputPayload, "image"),
+    (TensorInput(tensors=()), InputPayload, "tensors"),
+    (CLASSIFICATION, Result, "classification"),
+    (RawOutputs(tensors=()), Result, "raw_outputs"),
+    (InferResponse(request_id="r", model="m", version="1", result=CLASSIFICATION), Reply, "infer_response"),
+    (ErrorReply(request_id="r", code=ErrorCode.INTERNAL, message="boom"), Reply, "error"),
+]
+IDS = [f"{type(m).__name__}-as-{getattr(t, '__name__', 'union')}-{i}" for i, (m, t, _) in enumerate(EXAMPLES)]
+
+ALL_TAGS = {
+    "infer_request",
+    "image",
+    "tensors",
+    "classification",
+    "raw_outputs",
+    "infer_response",
+    "error",
+    "preprocess_task",
+    "infer_task",
+    "postprocess_task",
+    "model_info",
+}
+
+
+def _struct_types() -> list[type[msgspec.Struct]]:
+    return [
+        obj
+        for _, obj in inspect.getmembers(messages, inspect.isclass)
+        if issubclass(obj, msgspec.Struct) and obj.__module__ == messages.__name__
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# round trips and tags
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("json_form", [False, True], ids=["msgpack", "json"])
+@pytest.mark.parametrize(("message", "as_type", "tag"), EXAMPLES, ids=IDS)
+def test_round_trip(message: Any, as_type: Any, tag: str | None, json_form: bool) -> None:
+    codec: Codec[Any] = Codec(as_type)
+    encoded = codec.encode(message, json=json_form)
+    decoded = codec.decode(encoded, json=json_form)
+    assert decoded == message
+    assert type(decoded) is type(message)
+    plain = json.loads(encoded) if json_form else msgspec.msgpack.decode(encoded)
+    if tag is None:
+        assert "type" not in plain
+    else:
+        assert plain["type"] == tag
+
+
+def test_every_message_type_has_the_pinned_tag() -> None:
+    tags = {cls.__struct_config__.tag: cls.__name__ for cls in _struct_types() if cls.__struct_config__.tag is not None}
+    assert set(tags) == ALL_TAGS, "a message type was added or its tag changed: pin it here and in docs"
+    assert all(cls.__struct_config__.tag_field == "type" for cls in _struct_types() if cls.__struct_config__.tag)
+    assert {ex[0].__class__.__name__ for ex in EXAMPLES} == {cls.__name__ for cls in _struct_types()}
+
+
+def test_every_message_is_frozen_and_keyword_only() -> None:
+    for cls in _struct_types():
+        assert cls.__struct_config__.frozen, cls.__name__
+        params = inspect.signature(cls).parameters.values()
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params), cls.__name__
+
+
+# Field order is part of msgpack-as-array encoders' view and of the docs; new fields are appended only.
+PINNED_FIELDS = {
+    "Tensor": ("name", "datatype", "shape", "data"),
+    "TensorSpec": ("name", "datatype", "shape"),
+    "ImageInput": ("data",),
+    "TensorInput": ("tensors",),
+    "InferRequest": ("model", "input", "version", "top_k", "use_cache"),
+    "ClassScore": ("index", "label", "score"),
+    "Classification": ("classes",),
+    "RawOutputs": ("tensors",),
+    "InferResponse": ("request_id", "model", "version", "result", "cached"),
+    "ErrorReply": ("request_id", "code", "message", "retry_after_ms"),
+    "Job": ("model", "version", "task", "top_k", "cache_key"),
+    "PreprocessTask": ("job", "input"),
+    "InferTask": ("job", "inputs"),
+    "PostprocessTask": ("job", "outputs"),
+    "ModelInfo": ("name", "versions", "task", "max_batch_size", "inputs", "outputs", "parameters"),
+}
+
+
+@pytest.mark.parametrize("cls", _struct_types(), ids=lambda c: c.__name__)
+def test_fields_are_only_ever_appended_with_defaults(cls: type[msgspec.Struct]) -> None:
+    pinned = PINNED_FIELDS[cls.__name__]
+    fields = msgspec.structs.fields(cls)
+    names = tuple(f.name for f in fields)
+    assert names[: len(pinned)] == pinned, f"{cls.__name__} fields were renamed, removed or reordered"
+    for added in fields[len(pinned) :]:
+        assert added.required is False, f"new field {cls.__name__}.{added.name} needs a default"
+
+
+def test_defaults_of_the_public_request() -> None:
+    minimal = b'{"type": "infer_request", "model": "m", "input": {"type": "image", "data": ""}}'
+    request = Codec(InferRequest).decode(minimal, json=True)
+    assert request == InferRequest(model="m", input=ImageInput(data=b""), version="", top_k=5, use_cache=True)
+
+
+def test_bytes_are_raw_in_msgpack_and_base64_in_json() -> None:
+    codec: Codec[ImageInput] = Codec(ImageInput)
+    msg = ImageInput(data=b"\xff\xd8\xff\xe0\x00\x10JFIF")
+    assert msgspec.msgpack.decode(codec.encode(msg))["data"] == msg.data
+    assert json.loads(codec.encode(msg, json=True))["data"] == "/9j/4AAQSkZJRg=="
+
+
+# ------------------------------------------------------------------------------------------------
+# forward compatibility
+# ------------------------------------------------------------------------------------------------
+def _add_unknown_fields(value: Any) -> Any:
+    """Add a field a newer writer might send to every struct (``parameters`` is a map, not a struct)."""
+    if isinstance(value, dict):
+        fields = {k: v if k == "parameters" else _add_unknown_fields(v) for k, v in value.items()}
+        return {**fields, "added_in_v1_9": {"nested": [1, 2]}}
+    if isinstance(value, list):
+        return [_add_unknown_fields(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("json_form", [False, True], ids=["msgpack", "json"])
+@pytest.mark.parametrize(("message", "as_type", "tag"), EXAMPLES, ids=IDS)
+def test_unknown_fields_are_ignored(message: Any, as_type: Any, tag: str | None, json_form: bool) -> None:
+    codec: Codec[Any] = Codec(as_type)
+    if json_form:
+        newer = json.dumps(_add_unknown_fields(json.loads(codec.encode(message, json=True)))).encode()
+    else:
+        newer = msgspec.msgpack.encode(_add_unknown_fields(msgspec.msgpack.decode(codec.encode(message))))
+    assert codec.decode(newer, json=json_form) == message
+
+
+@pytest.mark.parametrize("json_form", [False, True], ids=["msgpack", "json"])
+def test_unknown_tag_is_rejected(json_form: bool) -> None:
+    codec: Codec[Reply] = Codec(Reply)
+    body = {"type": "infer_response_v2", "request_id": "r", "model": "m", "version": "1"}
+    data = json.dumps(body).encode() if json_form else msgspec.msgpack.encode(body)
+    with pytest.raises(msgspec.ValidationError):
+        codec.decode(data, json=json_form)
+
+
+def test_unknown_error_code_is_rejected() -> None:
+    body = {"type": "error", "request_id": "r", "code": "teapot", "message": "?"}
+    with pytest.raises(msgspec.ValidationError):
+        Codec(Reply).decode(json.dumps(body).encode(), json=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# golden files: the documented JSON form of the public messages
+# ------------------------------------------------------------------------------------------------
+GOLDEN_CASES: list[tuple[str, Any, Any]] = [
+    (
+        "v1_infer_request.json",
+        InferRequest,
+        InferRequest(
+            model="mobilenet_v2",
+            input=ImageInput(data=b"\xff\xd8\xff\xe0\x00\x10JFIF"),
+            version="1",
+            top_k=3,
+            use_cache=False,
+        ),
+    ),
+    (
+        "v1_infer_response.json",
+        Reply,
+        InferResponse(
+            request_id="req-0001",
+            model="mobilenet_v2",
+            version="1",
+            result=Classification(
+                classes=(
+                    ClassScore(index=967, label="espresso", score=0.875),
+                    ClassScore(index=968, label="tea cup", score=0.0625),
+                )
+            ),
+            cached=True,
+        ),
+    ),
+    (
+        "v1_error_reply.json",
+        Reply,
+        ErrorReply(
+            request_id="req-0002",
+            code=ErrorCode.OVERLOADED,
+            message="too many requests in flight",
+            retry_after_ms=250,
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("filename", "as_type", "expected"), GOLDEN_CASES, ids=[c[0] for c in GOLDEN_CASES])
+def test_golden_file_decodes_to_the_expected_message(filename: str, as_type: Any, expected: Any) -> None:
+    golden = (GOLDEN / filename).read_bytes()
+    codec: Codec[Any] = Codec(as_type)
+    assert codec.decode(golden, json=True) == expected
+    # and today's encoder writes exactly the documented fields and values
+    assert json.loads(codec.encode(expected, json=True)) == json.loads(golden)
+    # the msgpack form carries the same document
+    assert codec.decode(codec.encode(expected)) == expected
+
+
+# ------------------------------------------------------------------------------------------------
+# error codes, subjects, headers
+# ------------------------------------------------------------------------------------------------
+def test_error_codes_and_status_numbers_are_pinned() -> None:
+    assert {code.value: code.status for code in ErrorCode} == {
+        "invalid_argument": 400,
+        "not_found": 404,
+        "payload_too_large": 413,
+        "overloaded": 429,
+        "internal": 500,
+        "unavailable": 503,
+        "deadline_exceeded": 504,
+    }
+
+
+def test_retryable_error_codes() -> None:
+    assert {code for code in ErrorCode if code.retryable} == {
+        ErrorCode.DEADLINE_EXCEEDED,
+        ErrorCode.OVERLOADED,
+        ErrorCode.UNAVAILABLE,
+    }
+
+
+def test_error_code_is_a_plain_string_on_the_wire() -> None:
+    reply = ErrorReply(request_id="r", code=ErrorCode.PAYLOAD_TOO_LARGE, message="big")
+    assert msgspec.msgpack.decode(Codec(ErrorReply).encode(reply))["code"] == "payload_too_large"
+    assert ErrorCode("payload_too_large") is ErrorCode.PAYLOAD_TOO_LARGE
+
+
+def test_public_subjects_are_pinned() -> None:
+    assert subjects.INFER == "natriton.v1.infer"
+    assert subjects.results_subject("mobilenet_v2") == "natriton.v1.results.mobilenet_v2"
+    assert subjects.replies_subject("abc") == "natriton.v1.internal.replies.abc"
+    assert subjects.PREPROCESS == "natriton.v1.internal.preprocess"
+    assert subjects.ROUTE == "natriton.v1.internal.route"
+    assert subjects.POSTPROCESS == "natriton.v1.internal.postprocess"
+    assert subjects.MODELS_BUCKET == "natriton_models"
+    assert subjects.queue_group("router") == "natriton.router"
+
+
+def test_public_headers_are_pinned() -> None:
+    assert headers.REQUEST_ID == "Natriton-Request-Id"
+    assert headers.TIMEOUT_MS == "Natriton-Timeout-Ms"
+    assert headers.DEADLINE == "Natriton-Deadline"
+    assert headers.CONTENT_TYPE == "Content-Type"
+    assert headers.CACHE == "Natriton-Cache"
+    assert headers.SERVICE_ERROR == "Nats-Service-Error"
+    assert headers.SERVICE_ERROR_CODE == "Nats-Service-Error-Code"
+    assert headers.TRACEPARENT == "traceparent"
+    assert (headers.JSON, headers.MSGPACK) == ("application/json", "application/msgpack")

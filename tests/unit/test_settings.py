@@ -1,0 +1,277 @@
+"""Environment parsing and safe logging of settings (natriton.settings + the services' Settings)."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+import pytest
+
+from natriton.settings import CommonSettings, SettingsError, describe, load_settings, redact
+from natriton_ingest.settings import Settings as IngestSettings
+from natriton_router.settings import Settings as RouterSettings
+
+
+class SecretSettings(CommonSettings, frozen=True, kw_only=True):
+    """A service with secret-looking fields, to check describe()."""
+
+    redis_password: str = ""
+    api_token: str = ""
+    signing_key: str = ""
+    client_secret: str = ""
+    tls_key_file: str = ""
+    batch_size: int = 8
+
+
+# ------------------------------------------------------------------------------------------------
+# CommonSettings
+# ------------------------------------------------------------------------------------------------
+def test_common_defaults_from_empty_environment() -> None:
+    s = load_settings(CommonSettings, environ={})
+    assert s.nats_url == "nats://127.0.0.1:4222"
+    assert s.nats_creds_file == ""
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.log_level == "INFO"
+    assert s.max_concurrency == 256
+    assert s.drain_timeout_s == 15.0
+    assert s.nats_servers == ["nats://127.0.0.1:4222"]
+
+
+def test_common_values_are_converted_from_strings() -> None:
+    s = load_settings(
+        CommonSettings,
+        environ={
+            "NATRITON_NATS_URL": "nats://a:4222, nats://b:4222 ,",
+            "NATRITON_LOG_LEVEL": "DEBUG",
+            "NATRITON_MAX_CONCURRENCY": "12",
+            "NATRITON_DRAIN_TIMEOUT_S": "2.5",
+            "NATRITON_INSTANCE_ID": "ingest-7",
+        },
+    )
+    assert s.max_concurrency == 12
+    assert type(s.max_concurrency) is int
+    assert s.drain_timeout_s == 2.5
+    assert type(s.drain_timeout_s) is float
+    assert s.log_level == "DEBUG"
+    assert s.instance_id == "ingest-7"
+    assert s.nats_servers == ["nats://a:4222", "nats://b:4222"]
+
+
+def test_unrelated_and_unprefixed_variables_are_ignored() -> None:
+    s = load_settings(
+        CommonSettings, environ={"MAX_CONCURRENCY": "3", "NATRITON_UNKNOWN": "x", "natriton_log_level": "x"}
+    )
+    assert s.max_concurrency == 256
+    assert s.log_level == "INFO"
+
+
+@pytest.mark.parametrize("given", [None, ""])
+def test_instance_id_generated_when_missing_or_empty(given: str | None) -> None:
+    env = {} if given is None else {"NATRITON_INSTANCE_ID": given}
+    a = load_settings(CommonSettings, environ=env)
+    b = load_settings(CommonSettings, environ=env)
+    assert re.fullmatch(r"[0-9a-f]{12}", a.instance_id)
+    assert a.instance_id != b.instance_id
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field"),
+    [
+        ("NATRITON_MAX_CONCURRENCY", "many", "max_concurrency"),
+        ("NATRITON_MAX_CONCURRENCY", "0", "max_concurrency"),
+        ("NATRITON_MAX_CONCURRENCY", "", "max_concurrency"),
+        ("NATRITON_DRAIN_TIMEOUT_S", "soon", "drain_timeout_s"),
+        ("NATRITON_DRAIN_TIMEOUT_S", "-1", "drain_timeout_s"),
+    ],
+)
+def test_common_bad_values_raise_settings_error_naming_the_setting(variable: str, value: str, field: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(CommonSettings, environ={variable: value})
+    assert isinstance(info.value, ValueError)  # callers may catch ValueError
+    assert field in str(info.value)
+    assert "CommonSettings" in str(info.value)
+
+
+def test_bad_value_error_names_the_environment_variable() -> None:
+    with pytest.raises(SettingsError, match="NATRITON_MAX_CONCURRENCY"):
+        load_settings(CommonSettings, environ={"NATRITON_MAX_CONCURRENCY": "many"})
+
+
+def test_settings_are_frozen() -> None:
+    s = load_settings(CommonSettings, environ={})
+    with pytest.raises(AttributeError):
+        s.max_concurrency = 3  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------------------------------
+# Ingest
+# ------------------------------------------------------------------------------------------------
+def test_ingest_defaults() -> None:
+    s = load_settings(IngestSettings, environ={})
+    assert s.max_payload_bytes == 4 * 1024 * 1024
+    assert s.default_timeout_ms == 10_000
+    assert s.max_timeout_ms == 120_000
+    assert s.max_top_k == 100
+    assert s.max_concurrency == 256  # inherited
+
+
+def test_ingest_values_from_environment() -> None:
+    s = load_settings(
+        IngestSettings,
+        environ={
+            "NATRITON_MAX_PAYLOAD_BYTES": "1024",
+            "NATRITON_DEFAULT_TIMEOUT_MS": "500",
+            "NATRITON_MAX_TIMEOUT_MS": "500",
+            "NATRITON_MAX_TOP_K": "10",
+            "NATRITON_MAX_CONCURRENCY": "4",
+        },
+    )
+    assert (s.max_payload_bytes, s.default_timeout_ms, s.max_timeout_ms, s.max_top_k) == (1024, 500, 500, 10)
+    assert s.max_concurrency == 4
+
+
+@pytest.mark.parametrize(
+    ("env", "mentions"),
+    [
+        ({"NATRITON_DEFAULT_TIMEOUT_MS": "200000"}, "default_timeout_ms"),  # above max_timeout_ms
+        ({"NATRITON_DEFAULT_TIMEOUT_MS": "0"}, "default_timeout_ms"),
+        ({"NATRITON_MAX_TIMEOUT_MS": "5", "NATRITON_DEFAULT_TIMEOUT_MS": "6"}, "max_timeout_ms"),
+        ({"NATRITON_MAX_PAYLOAD_BYTES": "0"}, "max_payload_bytes"),
+        ({"NATRITON_MAX_PAYLOAD_BYTES": "4MB"}, "max_payload_bytes"),
+        ({"NATRITON_MAX_TOP_K": "ten"}, "max_top_k"),
+        ({"NATRITON_MAX_CONCURRENCY": "-3"}, "max_concurrency"),  # base-class check still runs
+    ],
+)
+def test_ingest_bad_values(env: dict[str, str], mentions: str) -> None:
+    with pytest.raises(SettingsError, match=mentions):
+        load_settings(IngestSettings, environ=env)
+
+
+# ------------------------------------------------------------------------------------------------
+# Router
+# ------------------------------------------------------------------------------------------------
+def test_router_defaults() -> None:
+    s = load_settings(RouterSettings, environ={})
+    assert s.triton_grpc_url == "127.0.0.1:8001"
+    assert s.triton_ready_timeout_s == 120.0
+    assert s.triton_timeout_s == 30.0
+    assert s.catalog_refresh_s == 30.0
+    assert s.batch_max_wait_ms == 0.0
+    assert s.batches_in_flight == 2
+
+
+def test_router_values_from_environment() -> None:
+    s = load_settings(
+        RouterSettings,
+        environ={
+            "NATRITON_TRITON_GRPC_URL": "triton:8001",
+            "NATRITON_TRITON_TIMEOUT_S": "7",
+            "NATRITON_BATCH_MAX_WAIT_MS": "0.5",
+            "NATRITON_BATCHES_IN_FLIGHT": "3",
+            "NATRITON_CATALOG_REFRESH_S": "1e1",
+        },
+    )
+    assert s.triton_grpc_url == "triton:8001"
+    assert s.triton_timeout_s == 7.0
+    assert type(s.triton_timeout_s) is float
+    assert s.batch_max_wait_ms == 0.5
+    assert s.batches_in_flight == 3
+    assert s.catalog_refresh_s == 10.0
+
+
+@pytest.mark.parametrize(
+    ("env", "mentions"),
+    [
+        ({"NATRITON_BATCHES_IN_FLIGHT": "0"}, "batches_in_flight"),
+        ({"NATRITON_BATCHES_IN_FLIGHT": "two"}, "batches_in_flight"),
+        ({"NATRITON_BATCH_MAX_WAIT_MS": "-0.1"}, "batch_max_wait_ms"),
+        ({"NATRITON_TRITON_TIMEOUT_S": "forever"}, "triton_timeout_s"),
+    ],
+)
+def test_router_bad_values(env: dict[str, str], mentions: str) -> None:
+    with pytest.raises(SettingsError, match=mentions):
+        load_settings(RouterSettings, environ=env)
+
+
+def test_ingest_only_variables_do_not_leak_into_router() -> None:
+    # A variable valid for one service is ignored by another (no unknown-field failure).
+    s = load_settings(RouterSettings, environ={"NATRITON_MAX_TOP_K": "not-an-int"})
+    assert not hasattr(s, "max_top_k")
+
+
+# ------------------------------------------------------------------------------------------------
+# describe() / redact()
+# ------------------------------------------------------------------------------------------------
+def test_describe_masks_credentials_in_urls() -> None:
+    s = load_settings(
+        CommonSettings,
+        environ={
+            "NATRITON_NATS_URL": "nats://user:pass@host:4222",
+            "NATRITON_REDIS_URL": "redis://:s3cret@cache:6379/0",
+            "NATRITON_INSTANCE_ID": "x",
+        },
+    )
+    d = describe(s)
+    assert d["nats_url"] == "nats://***@host:4222"
+    assert d["redis_url"] == "redis://***@cache:6379/0"
+    assert "pass" not in repr(d)
+    assert "s3cret" not in repr(d)
+    # the settings themselves are untouched
+    assert s.nats_url == "nats://user:pass@host:4222"
+
+
+def test_describe_masks_every_url_of_a_cluster() -> None:
+    s = load_settings(
+        CommonSettings,
+        environ={"NATRITON_NATS_URL": "nats://a:pw1@h1:4222,nats://h2:4222,tls://b:pw2@h3:4222"},
+    )
+    assert describe(s)["nats_url"] == "nats://***@h1:4222,nats://h2:4222,tls://***@h3:4222"
+
+
+def test_describe_lists_every_field_and_keeps_non_secrets() -> None:
+    s = load_settings(
+        SecretSettings,
+        environ={
+            "NATRITON_REDIS_PASSWORD": "hunter2",
+            "NATRITON_API_TOKEN": "tok",
+            "NATRITON_SIGNING_KEY": "k",
+            "NATRITON_CLIENT_SECRET": "sss",
+            "NATRITON_TLS_KEY_FILE": "/etc/tls/key.pem",
+            "NATRITON_NATS_CREDS_FILE": "/etc/nats/user.creds",
+            "NATRITON_INSTANCE_ID": "svc-1",
+            "NATRITON_BATCH_SIZE": "16",
+        },
+    )
+    d = describe(s)
+    assert set(d) == set(msgspec.structs.asdict(s))
+    assert d["redis_password"] == "***"
+    assert d["api_token"] == "***"
+    assert d["signing_key"] == "***"
+    assert d["client_secret"] == "***"
+    # paths to secret files are not secrets themselves
+    assert d["tls_key_file"] == "/etc/tls/key.pem"
+    assert d["nats_creds_file"] == "/etc/nats/user.creds"
+    assert d["instance_id"] == "svc-1"
+    assert d["batch_size"] == 16
+    assert d["log_level"] == "INFO"
+
+
+def test_empty_secret_is_not_masked() -> None:
+    # an unset secret shows as empty so the operator can see it is missing
+    d = describe(load_settings(SecretSettings, environ={}))
+    assert d["redis_password"] == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("nats_url", "nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+        ("redis_url", "rediss://admin:p4ss@redis.example:6380/2", "rediss://***@redis.example:6380/2"),
+        ("endpoint", "http://u@host/path", "http://***@host/path"),
+        ("DB_PASSWORD", "x", "***"),
+        ("Token", "x", "***"),
+        ("max_concurrency", 5, 5),
+    ],
+)
+def test_redact(name: str, value: object, expected: object) -> None:
+    assert redact(name, value) == expected
