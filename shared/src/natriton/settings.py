@@ -67,7 +67,8 @@ def load_settings(settings_type: type[S], environ: Mapping[str, str] | None = No
     try:
         settings = msgspec.convert(raw, settings_type, strict=False)
     except msgspec.ValidationError as exc:
-        raise SettingsError(f"invalid {settings_type.__name__} from environment: {exc}") from exc
+        message = re.sub(r"`\$\.(\w+)`", lambda m: f"{PREFIX}{m.group(1).upper()} ({m.group(1)})", str(exc))
+        raise SettingsError(f"invalid {settings_type.__name__} from environment: {message}") from exc
     if not settings.instance_id:
         settings = msgspec.structs.replace(settings, instance_id=uuid.uuid4().hex[:12])
     return settings

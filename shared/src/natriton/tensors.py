@@ -33,12 +33,12 @@ NUMPY_TO_TRITON: Final[dict[np.dtype[np.generic], str]] = {v: k for k, v in TRIT
 
 
 def to_tensor(name: str, array: npt.NDArray[np.generic]) -> Tensor:
-    """Wrap a numpy array as a wire tensor (one copy only if the array is not C-contiguous little-endian)."""
+    """Wrap a numpy array as a wire tensor (its bytes copied once into the message, C order, little-endian)."""
     dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
     datatype = NUMPY_TO_TRITON.get(dtype)
     if datatype is None:
         raise ValueError(f"dtype {array.dtype} has no Triton datatype")
-    contiguous = np.ascontiguousarray(array, dtype=dtype)
+    contiguous = np.ascontiguousarray(array, dtype=dtype).reshape(array.shape)
     shape = tuple(int(d) for d in contiguous.shape)
     return Tensor(name=name, datatype=datatype, shape=shape, data=contiguous.tobytes())
 
@@ -62,6 +62,9 @@ def to_array(tensor: Tensor) -> npt.NDArray[np.generic]:
 def check_against_specs(tensors: Sequence[Tensor], specs: Sequence[TensorSpec], model: str) -> None:
     """Check names, datatypes and shapes (batch dimension first) against a model's declared inputs."""
     by_name = {t.name: t for t in tensors}
+    if len(by_name) != len(tensors):
+        repeated = sorted({t.name for t in tensors if sum(u.name == t.name for u in tensors) > 1})
+        raise invalid_argument(f"model {model!r}: inputs {repeated} sent more than once")
     wanted = {s.name for s in specs}
     if set(by_name) != wanted:
         raise invalid_argument(f"model {model!r} takes inputs {sorted(wanted)}, got {sorted(by_name)}")

@@ -68,6 +68,8 @@ def decode_image(data: bytes, limits: DecodeLimits, shorter_side_hint: int = 0) 
     """
     try:
         image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:  # Pillow's own (higher) limit fires while reading the header
+        raise MeshError(ErrorCode.PAYLOAD_TOO_LARGE, f"image is too large: {exc}") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise invalid_argument("input is not a decodable image (JPEG or PNG expected)") from exc
     if image.format not in ACCEPTED_FORMATS:

@@ -148,8 +148,8 @@ class ModelBatcher:
                 item = await self._next_item(wait_until - time.perf_counter())
                 if item is None:
                     break
-                if total + item.size > self._max:
-                    self._held = item
+                if total + item.size > self._max or _shape_key(item) != _shape_key(first):
+                    self._held = item  # starts the next batch
                     break
                 batch.append(item)
                 total += item.size
@@ -192,6 +192,11 @@ class ModelBatcher:
                     item.future.set_result(result)
         finally:
             self._slots.release()
+
+
+def _shape_key(item: BatchItem) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Requests can share a batch only when every input has the same non-batch shape."""
+    return tuple((t.name, t.shape[1:]) for t in item.inputs)
 
 
 def concat_inputs(requests: Sequence[tuple[Tensor, ...]]) -> dict[str, np.ndarray[Any, Any]]:

@@ -74,4 +74,3 @@ class TritonGateway:
     async def close(self) -> None:
         """Close the gRPC channel."""
         await self._client.close()
-
