@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Final
 
 from natriton import headers as h
+from natriton import subjects
 from natriton.errors import ErrorCode, MeshError
 from natriton.messages import Codec, ErrorReply, Reply
-from natriton.runtime import Inbound, ServiceRuntime
+from natriton.runtime import Handler, Inbound, ServiceRuntime
 from natriton.telemetry import inject
 
 ROUTING_HEADERS: Final[tuple[str, ...]] = (h.REQUEST_ID, h.DEADLINE, h.REPLY_TO)
@@ -48,3 +49,14 @@ async def reply_error_to_owner(runtime: ServiceRuntime, inbound: Inbound, error:
     """The ``on_error`` handler of every internal endpoint."""
     request_id = error.request_id or inbound.headers.get(h.REQUEST_ID, "")
     await reply_to_owner(runtime, inbound.headers, error_reply(request_id, error))
+
+
+async def serve_stage(runtime: ServiceRuntime, stage: str, subject: str, handler: Handler) -> None:
+    """Serve one internal pipeline stage in its queue group; typed errors go back to the owning ingest."""
+
+    async def on_error(inbound: Inbound, error: MeshError) -> None:
+        await reply_error_to_owner(runtime, inbound, error)
+
+    await runtime.add_endpoint(
+        stage, subject, handler, queue_group=subjects.queue_group(runtime.name), on_error=on_error
+    )

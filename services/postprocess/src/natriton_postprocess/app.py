@@ -9,7 +9,7 @@ from natriton.cache import ResultCache
 from natriton.catalog import ModelCatalog
 from natriton.errors import invalid_argument
 from natriton.messages import Codec, InferResponse, PostprocessTask, Result
-from natriton.pipeline import reply_error_to_owner, reply_to_owner
+from natriton.pipeline import reply_to_owner, serve_stage
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton_postprocess.logic import to_result
 from natriton_postprocess.settings import Settings
@@ -29,13 +29,7 @@ class PostprocessApp:
 
     async def start(self) -> None:
         await self.catalog.start(self.runtime.nc)
-        await self.runtime.add_endpoint(
-            "postprocess",
-            subjects.POSTPROCESS,
-            self.handle,
-            queue_group=subjects.queue_group("postprocess"),
-            on_error=lambda inbound, error: reply_error_to_owner(self.runtime, inbound, error),
-        )
+        await serve_stage(self.runtime, "postprocess", subjects.POSTPROCESS, self.handle)
 
     async def stop(self) -> None:
         await self.catalog.stop()

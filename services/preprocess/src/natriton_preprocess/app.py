@@ -11,7 +11,7 @@ from natriton import subjects
 from natriton.catalog import ModelCatalog
 from natriton.errors import invalid_argument
 from natriton.messages import Codec, ImageInput, InferTask, PreprocessTask, Tensor
-from natriton.pipeline import check_deadline, next_hop_headers, reply_error_to_owner
+from natriton.pipeline import check_deadline, next_hop_headers, serve_stage
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton_preprocess.logic import DecodeLimits, ImageLayout, check_tensors, image_to_tensor
 from natriton_preprocess.settings import Settings
@@ -31,13 +31,7 @@ class PreprocessApp:
 
     async def start(self) -> None:
         await self.catalog.start(self.runtime.nc)
-        await self.runtime.add_endpoint(
-            "preprocess",
-            subjects.PREPROCESS,
-            self.handle,
-            queue_group=subjects.queue_group("preprocess"),
-            on_error=lambda inbound, error: reply_error_to_owner(self.runtime, inbound, error),
-        )
+        await serve_stage(self.runtime, "preprocess", subjects.PREPROCESS, self.handle)
 
     async def stop(self) -> None:
         await self.catalog.stop()

@@ -14,7 +14,7 @@ from natriton import headers, subjects
 from natriton.catalog import open_bucket, publish_model
 from natriton.errors import ErrorCode, MeshError, invalid_argument
 from natriton.messages import Codec, InferTask, ModelInfo, PostprocessTask
-from natriton.pipeline import check_deadline, next_hop_headers, reply_error_to_owner
+from natriton.pipeline import check_deadline, next_hop_headers, serve_stage
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton.tensors import check_against_specs
 from natriton_router.logic import ModelBatcher
@@ -41,13 +41,7 @@ class RouterApp:
         await self.triton.wait_ready(self.settings.triton_ready_timeout_s)
         await self.refresh_catalog()
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
-        await self.runtime.add_endpoint(
-            "route",
-            subjects.ROUTE,
-            self.handle,
-            queue_group=subjects.queue_group("router"),
-            on_error=lambda inbound, error: reply_error_to_owner(self.runtime, inbound, error),
-        )
+        await serve_stage(self.runtime, "route", subjects.ROUTE, self.handle)
 
     async def stop(self) -> None:
         if self._refresher is not None:

