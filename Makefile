@@ -52,12 +52,12 @@ test-integration: servers models
 
 lint: venv  ## ruff + mypy --strict on the library and services
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check shared services tests loadtests model_repository
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy shared/src $(foreach s,$(SERVICES),services/$(s)/src)
 
 format: venv
 	$(VENV)/bin/ruff check --fix .
-	$(VENV)/bin/ruff format shared services tests loadtests model_repository
+	$(VENV)/bin/ruff format .
 
 up: servers models  ## run the whole local stack in the foreground (Ctrl-C stops it)
 	$(PY) -m natriton.devstack.stack
