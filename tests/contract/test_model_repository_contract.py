@@ -18,16 +18,29 @@ from PIL import Image
 from skimage import data as skdata
 from tritonclient.grpc import model_config_pb2
 
-from natriton.messages import Codec, ModelInfo
+from natriton.messages import Codec, Job, ModelInfo
 from natriton.tensors import check_against_specs, to_array, to_tensor
 from natriton_postprocess.logic import load_labels, to_result
 from natriton_preprocess.logic import DecodeLimits, ImageLayout, image_to_tensor
+from natriton_preprocess.text import TextLayout
 from natriton_router.logic import model_info_from_triton
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 CONFIGS = sorted(REPOSITORY.glob("*/config.pbtxt"))
-KNOWN_TASKS = {"image_classification", "raw"}
-KNOWN_PARAMETERS = {"natriton.task", "natriton.resize_shorter", "natriton.color", "natriton.labels"}
+KNOWN_TASKS = {"image_classification", "object_detection", "text_embedding", "raw"}
+KNOWN_PARAMETERS = {
+    "natriton.task",
+    "natriton.resize_shorter",
+    "natriton.resize_mode",
+    "natriton.color",
+    "natriton.labels",
+    "natriton.class_names",
+    "natriton.score_threshold",
+    "natriton.nms_iou",
+    "natriton.tokenizer",
+    "natriton.max_tokens",
+    "natriton.cache_ttl_s",
+}
 
 
 def triton_json_config(path: Path) -> dict[str, Any]:
@@ -69,8 +82,10 @@ def test_every_config_is_servable(path: Path) -> None:
         assert int(info.parameters["natriton.resize_shorter"]) > 0
     if "natriton.color" in info.parameters:
         assert info.parameters["natriton.color"].upper() in {"RGB", "BGR"}
-    if info.task == "image_classification":
+    if info.task in ("image_classification", "object_detection"):
         ImageLayout.from_model(info)
+    if info.task == "text_embedding":
+        TextLayout.from_model(info)
     # the catalog entry the router publishes survives the wire
     codec: Codec[ModelInfo] = Codec(ModelInfo)
     assert codec.decode(codec.encode(info)) == info
@@ -110,5 +125,9 @@ def test_mobilenet_output_becomes_a_classification() -> None:
     spec = info.outputs[0]
     logits = np.zeros((1, *spec.shape), dtype=np.float32)
     logits[0, 967] = 12.0
-    result = to_result(info, (to_tensor(spec.name, logits),), 5)
+    result = to_result(info, (to_tensor(spec.name, logits),), _job(5))
     assert result.classes[0].label == "espresso"  # type: ignore[union-attr]
+
+
+def _job(top_k: int) -> Job:
+    return Job(model="m", version="1", task="image_classification", top_k=top_k)

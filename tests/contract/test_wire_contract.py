@@ -18,9 +18,13 @@ import pytest
 from natriton import headers, messages, subjects
 from natriton.errors import ErrorCode
 from natriton.messages import (
+    CacheEntry,
     Classification,
     ClassScore,
     Codec,
+    Detection,
+    Detections,
+    Embedding,
     ErrorReply,
     ImageInput,
     InferRequest,
@@ -34,9 +38,11 @@ from natriton.messages import (
     RawOutputs,
     Reply,
     Result,
+    RoutePolicy,
     Tensor,
     TensorInput,
     TensorSpec,
+    TextInput,
 )
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -95,12 +101,31 @@ EXAMPLES: list[tuple[Any, Any, str | None]] = [
     (TensorInput(tensors=()), InputPayload, "tensors"),
     (CLASSIFICATION, Result, "classification"),
     (RawOutputs(tensors=()), Result, "raw_outputs"),
+    (TextInput(text="A man is eating food."), InputPayload, "text"),
+    (
+        Detections(
+            detections=(Detection(label="face", score=0.99, box=(179.0, 57.0, 271.0, 177.0)),),
+            image_width=512,
+            image_height=512,
+        ),
+        Result,
+        "detections",
+    ),
+    (Embedding(vector=TENSOR), Result, "embedding"),
+    (Detection(label="face", score=0.5, box=(0.0, 0.0, 1.0, 1.0)), Detection, None),
+    (CacheEntry(version="1", result=CLASSIFICATION), CacheEntry, "cache_entry"),
+    (RoutePolicy(model="m", weights={"1": 90.0, "2": 10.0}, shadow_version="2"), RoutePolicy, "route_policy"),
     (InferResponse(request_id="r", model="m", version="1", result=CLASSIFICATION), Reply, "infer_response"),
     (ErrorReply(request_id="r", code=ErrorCode.INTERNAL, message="boom"), Reply, "error"),
 ]
 IDS = [f"{type(m).__name__}-as-{getattr(t, '__name__', 'union')}-{i}" for i, (m, t, _) in enumerate(EXAMPLES)]
 
 ALL_TAGS = {
+    "text",
+    "detections",
+    "embedding",
+    "cache_entry",
+    "route_policy",
     "infer_request",
     "image",
     "tensors",
@@ -172,6 +197,12 @@ PINNED_FIELDS = {
     "InferTask": ("job", "inputs"),
     "PostprocessTask": ("job", "outputs"),
     "ModelInfo": ("name", "versions", "task", "max_batch_size", "inputs", "outputs", "parameters"),
+    "TextInput": ("text",),
+    "Detection": ("label", "score", "box"),
+    "Detections": ("detections", "image_width", "image_height"),
+    "Embedding": ("vector",),
+    "CacheEntry": ("version", "result"),
+    "RoutePolicy": ("model", "weights", "shadow_version", "shadow_fraction"),
 }
 
 
@@ -202,9 +233,9 @@ def test_bytes_are_raw_in_msgpack_and_base64_in_json() -> None:
 # forward compatibility
 # ------------------------------------------------------------------------------------------------
 def _add_unknown_fields(value: Any) -> Any:
-    """Add a field a newer writer might send to every struct (``parameters`` is a map, not a struct)."""
+    """Add a field a newer writer might send to every struct (``parameters``/``weights`` are maps, not structs)."""
     if isinstance(value, dict):
-        fields = {k: v if k == "parameters" else _add_unknown_fields(v) for k, v in value.items()}
+        fields = {k: v if k in ("parameters", "weights") else _add_unknown_fields(v) for k, v in value.items()}
         return {**fields, "added_in_v1_9": {"nested": [1, 2]}}
     if isinstance(value, list):
         return [_add_unknown_fields(v) for v in value]

@@ -29,16 +29,34 @@ def otlp_sink() -> Iterator[OtlpSink]:
     sink.stop()
 
 
+REPO_MODELS = Path(__file__).resolve().parents[2] / "model_repository"
+TEST_MODELS = Path(__file__).resolve().parent / "models"
+
+
+def combined_model_repository(root: Path) -> Path:
+    """The real models plus the test-only ones, as symlinks in one folder."""
+    repository = root / "models"
+    repository.mkdir()
+    for source in (REPO_MODELS, TEST_MODELS):
+        for model in sorted(p for p in source.iterdir() if (p / "config.pbtxt").exists()):
+            (repository / model.name).symlink_to(model, target_is_directory=True)
+    return repository
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, otlp_sink: OtlpSink) -> Iterator[LocalStack]:
     workdir: Path = tmp_path_factory.mktemp("stack")
+    repository = combined_model_repository(workdir)
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_sink.endpoint,
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "NATRITON_MAX_PAYLOAD_BYTES": str(4 * 1024 * 1024),
+        "NATRITON_MAX_QUEUED_PER_MODEL": "48",  # small enough for the overload test to reach quickly
+        "NATRITON_BREAKER_RESET_S": "2",
+        "NATRITON_CATALOG_REFRESH_S": "2",
     }
-    with LocalStack(workdir, service_env=env) as running:
+    with LocalStack(workdir, model_repository=repository, service_env=env) as running:
         yield running
 
 

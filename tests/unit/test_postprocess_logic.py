@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from natriton.errors import ErrorCode, MeshError
-from natriton.messages import Classification, ModelInfo, RawOutputs, TensorSpec
+from natriton.messages import Classification, Job, ModelInfo, RawOutputs, TensorSpec
 from natriton.tensors import to_tensor
 from natriton_postprocess.logic import load_labels, softmax, to_result, top_k
 
@@ -128,14 +128,14 @@ def _logits(hot: int, batch: int = 1, dtype: type[np.generic] = np.float32) -> n
 
 
 def test_classification_result_with_imagenet_labels() -> None:
-    result = to_result(_info(), (to_tensor("LOGITS", _logits(967)),), 2)
+    result = to_result(_info(), (to_tensor("LOGITS", _logits(967)),), _job(2))
     assert isinstance(result, Classification)
     assert [(c.index, c.label) for c in result.classes] == [(967, "espresso"), (3, "tiger shark")]
     assert result.classes[0].score > 0.99
 
 
 def test_classification_defaults_to_imagenet_labels_and_accepts_fp16() -> None:
-    result = to_result(_info(parameters={}), (to_tensor("LOGITS", _logits(967, dtype=np.float16)),), 1)
+    result = to_result(_info(parameters={}), (to_tensor("LOGITS", _logits(967, dtype=np.float16)),), _job(1))
     assert isinstance(result, Classification)
     assert result.classes[0].label == "espresso"
 
@@ -143,13 +143,13 @@ def test_classification_defaults_to_imagenet_labels_and_accepts_fp16() -> None:
 def test_classifier_with_two_outputs_is_internal() -> None:
     out = to_tensor("LOGITS", _logits(1))
     with pytest.raises(MeshError) as info:
-        to_result(_info(), (out, out), 5)
+        to_result(_info(), (out, out), _job(5))
     assert info.value.code is ErrorCode.INTERNAL
 
 
 def test_classifier_output_with_batch_of_two_is_internal() -> None:
     with pytest.raises(MeshError) as info:
-        to_result(_info(), (to_tensor("LOGITS", _logits(1, batch=2)),), 5)
+        to_result(_info(), (to_tensor("LOGITS", _logits(1, batch=2)),), _job(5))
     assert info.value.code is ErrorCode.INTERNAL
 
 
@@ -159,5 +159,9 @@ def test_other_tasks_return_raw_outputs_unchanged(task: str) -> None:
         to_tensor("A", np.arange(6, dtype=np.float32).reshape(1, 6)),
         to_tensor("B", np.array([[1, 2]], dtype=np.int64)),
     )
-    result = to_result(_info(task=task), outputs, 5)
+    result = to_result(_info(task=task), outputs, _job(5))
     assert result == RawOutputs(tensors=outputs)
+
+
+def _job(top_k: int) -> Job:
+    return Job(model="m", version="1", task="image_classification", top_k=top_k)

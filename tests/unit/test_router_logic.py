@@ -14,13 +14,8 @@ import pytest
 from natriton.errors import ErrorCode, MeshError
 from natriton.messages import ModelInfo, Tensor, TensorSpec
 from natriton.tensors import to_array, to_tensor
-from natriton_router.logic import (
-    ModelBatcher,
-    concat_inputs,
-    error_from_triton,
-    model_info_from_triton,
-    split_outputs,
-)
+from natriton_router.batching import ModelBatcher, concat_inputs, split_outputs
+from natriton_router.logic import error_from_triton, model_info_from_triton
 
 # ------------------------------------------------------------------------------------------------
 # model_info_from_triton
@@ -169,7 +164,7 @@ class FakeExecutor:
     def release(self) -> None:
         self.gate.set()
 
-    async def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def __call__(self, inputs: dict[str, np.ndarray], deadline_ms: float | None = None) -> dict[str, np.ndarray]:
         self.calls.append({k: v.copy() for k, v in inputs.items()})
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -212,7 +207,10 @@ def _req(value: float, size: int = 1, width: int = 3) -> tuple[Tensor, ...]:
 
 
 def _submit(batcher: ModelBatcher, inputs: tuple[Tensor, ...], deadline_ms: float | None = None) -> asyncio.Task[Any]:
-    return asyncio.get_running_loop().create_task(batcher.submit(inputs, deadline_ms))
+    async def outputs() -> tuple[Tensor, ...]:
+        return (await batcher.submit(inputs, deadline_ms)).outputs
+
+    return asyncio.get_running_loop().create_task(outputs())
 
 
 async def _until(predicate: Callable[[], bool], max_turns: int = 10_000) -> None:
@@ -240,7 +238,7 @@ async def _busy(batcher: ModelBatcher, executor: FakeExecutor, value: float = -1
 async def test_single_request_runs_alone_at_once(make_batcher: BatcherFactory) -> None:
     batcher, executor = make_batcher()
     async with asyncio.timeout(2.0):
-        out = await batcher.submit(_req(3.0), None)
+        out = (await batcher.submit(_req(3.0), None)).outputs
     assert executor.batch_dims == [1]
     assert [t.name for t in out] == ["OUT", "AUX"]
     np.testing.assert_array_equal(to_array(out[0]), np.full((1, 3), 6.0, np.float32))
@@ -326,7 +324,7 @@ async def test_batch_of_only_expired_items_skips_the_executor(make_batcher: Batc
     assert batcher.batch_sizes == Counter()
     # the slot was given back
     async with asyncio.timeout(2.0):
-        out = await batcher.submit(_req(1.0), None)
+        out = (await batcher.submit(_req(1.0), None)).outputs
     assert to_array(out[0])[0, 0] == 2.0
 
 
@@ -343,7 +341,7 @@ async def test_mesh_error_fails_every_member_and_batcher_recovers(make_batcher: 
     assert all(r is boom for r in results)
     assert executor.batch_dims == [1, 3]
     async with asyncio.timeout(2.0):
-        out = await batcher.submit(_req(5.0), None)
+        out = (await batcher.submit(_req(5.0), None)).outputs
     np.testing.assert_array_equal(to_array(out[0]), np.full((1, 3), 10.0, np.float32))
 
 
@@ -357,7 +355,7 @@ async def test_generic_exception_becomes_internal(make_batcher: BatcherFactory) 
         assert result.code is ErrorCode.INTERNAL
         assert "RuntimeError" in result.message
     async with asyncio.timeout(2.0):
-        assert to_array((await batcher.submit(_req(2.0), None))[0])[0, 0] == 4.0
+        assert to_array(((await batcher.submit(_req(2.0), None)).outputs)[0])[0, 0] == 4.0
 
 
 async def test_missing_output_becomes_internal() -> None:

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 import xxhash
 from redis.exceptions import RedisError
 
-from natriton.messages import ImageInput, InputPayload
+from natriton.messages import ImageInput, InputPayload, TextInput
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,9 @@ def cache_key(model: str, version: str, payload: InputPayload, top_k: int) -> st
     if isinstance(payload, ImageInput):
         digest.update(b"image\0")
         digest.update(payload.data)
+    elif isinstance(payload, TextInput):
+        digest.update(b"text\0")
+        digest.update(payload.text.encode())
     else:
         for tensor in payload.tensors:
             digest.update(f"{tensor.name}\0{tensor.datatype}\0{tensor.shape}\0".encode())

@@ -58,7 +58,13 @@ class TensorInput(msgspec.Struct, tag="tensors", **_STRUCT_OPTIONS):
     tensors: tuple[Tensor, ...]
 
 
-InputPayload: TypeAlias = ImageInput | TensorInput
+class TextInput(msgspec.Struct, tag="text", **_STRUCT_OPTIONS):
+    """Text for language models; preprocess tokenises it with the model's declared tokenizer."""
+
+    text: str
+
+
+InputPayload: TypeAlias = ImageInput | TensorInput | TextInput
 
 
 class InferRequest(msgspec.Struct, tag="infer_request", **_STRUCT_OPTIONS):
@@ -88,13 +94,35 @@ class Classification(msgspec.Struct, tag="classification", **_STRUCT_OPTIONS):
     classes: tuple[ClassScore, ...]
 
 
+class Detection(msgspec.Struct, frozen=True, kw_only=True):
+    """One detected object: class name, score, box in pixels of the original image (x1, y1, x2, y2)."""
+
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+
+
+class Detections(msgspec.Struct, tag="detections", **_STRUCT_OPTIONS):
+    """Objects found in an image after non-maximum suppression, best first."""
+
+    detections: tuple[Detection, ...]
+    image_width: int
+    image_height: int
+
+
+class Embedding(msgspec.Struct, tag="embedding", **_STRUCT_OPTIONS):
+    """A vector representation (e.g. of a sentence), L2-normalised when the model says so."""
+
+    vector: Tensor
+
+
 class RawOutputs(msgspec.Struct, tag="raw_outputs", **_STRUCT_OPTIONS):
     """The model's output tensors as they came from Triton (models without a known task)."""
 
     tensors: tuple[Tensor, ...]
 
 
-Result: TypeAlias = Classification | RawOutputs
+Result: TypeAlias = Classification | Detections | Embedding | RawOutputs
 
 
 class InferResponse(msgspec.Struct, tag="infer_response", **_STRUCT_OPTIONS):
@@ -131,6 +159,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     top_k: int = 5
     cache_key: str = ""
     """Redis key postprocess writes the result under; empty means "do not cache"."""
+    source_width: int = 0
+    source_height: int = 0
+    """Size of the original image (set by preprocess; detection boxes are scaled back to it)."""
 
 
 class PreprocessTask(msgspec.Struct, tag="preprocess_task", **_STRUCT_OPTIONS):
@@ -172,6 +203,27 @@ class ModelInfo(msgspec.Struct, tag="model_info", **_STRUCT_OPTIONS):
     def latest_version(self) -> str:
         """The highest ready version number."""
         return max(self.versions, key=lambda v: (len(v), v)) if self.versions else ""
+
+
+class CacheEntry(msgspec.Struct, tag="cache_entry", **_STRUCT_OPTIONS):
+    """What the result cache stores: the answer and the version that produced it."""
+
+    version: str
+    result: Result
+
+
+class RoutePolicy(msgspec.Struct, tag="route_policy", **_STRUCT_OPTIONS):
+    """How the router picks a version for requests that do not name one (NATS KV bucket ``natriton_routes``).
+
+    Without a policy, or with empty ``weights``, the latest ready version answers. ``weights`` splits traffic
+    between versions (A/B, canary). ``shadow_version`` receives a copy of ``shadow_fraction`` of the traffic;
+    its answers are compared with the primary's and counted, never returned.
+    """
+
+    model: str
+    weights: dict[str, float] = {}
+    shadow_version: str = ""
+    shadow_fraction: float = 1.0
 
 
 # --------------------------------------------------------------------------------------------

@@ -166,6 +166,8 @@ class ServiceRuntime:
         self._other_subscriptions: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self.stats_extension: Callable[[], dict[str, Any]] | None = None
+        """Extra numbers of the app, reported under ``app`` in every endpoint's ``$SRV.STATS`` data."""
 
     # ---------------------------------------------------------------- connection
     @property
@@ -273,10 +275,13 @@ class ServiceRuntime:
         return {e.name: e.counters.as_dict() for e in self._endpoints}
 
     def _micro_stats(self, stats: EndpointStats) -> dict[str, Any]:
+        data: dict[str, Any] = {}
         for endpoint in self._endpoints:
             if endpoint.name == stats.name:
-                return endpoint.counters.as_dict()
-        return {}
+                data = endpoint.counters.as_dict()
+        if self.stats_extension is not None:
+            data["app"] = self.stats_extension()
+        return data
 
     def _require_micro(self) -> MicroService:
         if self._micro is None:

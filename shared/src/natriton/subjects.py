@@ -22,6 +22,10 @@ MODELS_BUCKET: Final = "natriton_models"
 """NATS KV bucket with one :class:`natriton.messages.ModelInfo` per model, written by the router."""
 
 
+ROUTES_BUCKET: Final = "natriton_routes"
+"""NATS KV bucket with one :class:`natriton.messages.RoutePolicy` per model, changed at run time by operators."""
+
+
 def results_subject(model: str) -> str:
     """Where answers to fire-and-forget requests for ``model`` are published."""
     return f"{RESULTS_PREFIX}.{model}"

@@ -1,4 +1,4 @@
-"""Ingest wiring: the public endpoint, cache hits, and the reply path back to producers.
+"""Ingest wiring: the public endpoint, cache hits, coalescing, admission, and the reply path to producers.
 
 Ingest owns every request it accepts: it listens on a private reply subject for the answer from
 postprocess (or an error from any hop) and answers the producer exactly once — with that answer, or
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
+from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
@@ -17,9 +19,9 @@ from opentelemetry import trace
 from natriton import headers as h
 from natriton import subjects
 from natriton.cache import ResultCache, cache_key
-from natriton.catalog import ModelCatalog
+from natriton.catalog import ModelCatalog, RouteTable
 from natriton.errors import ErrorCode, MeshError
-from natriton.messages import Codec, ErrorReply, InferResponse, Job, PreprocessTask, Reply, Result
+from natriton.messages import CacheEntry, Codec, ErrorReply, InferResponse, Job, ModelInfo, PreprocessTask, Reply
 from natriton.pipeline import REPLY_CODEC, error_reply
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton.telemetry import inject
@@ -28,24 +30,36 @@ from natriton_ingest.settings import Settings
 
 log = logging.getLogger(__name__)
 TASKS: Codec[PreprocessTask] = Codec(PreprocessTask)
-RESULTS: Codec[Result] = Codec(Result)
+CACHE_ENTRIES: Codec[CacheEntry] = Codec(CacheEntry)
 
 
 class IngestApp:
     """The front door of the mesh."""
 
-    def __init__(self, runtime: ServiceRuntime, settings: Settings, catalog: ModelCatalog, cache: ResultCache) -> None:
+    def __init__(
+        self,
+        runtime: ServiceRuntime,
+        settings: Settings,
+        catalog: ModelCatalog,
+        routes: RouteTable,
+        cache: ResultCache,
+    ) -> None:
         self.runtime = runtime
         self.settings = settings
         self.catalog = catalog
+        self.routes = routes
         self.cache = cache
         self.reply_subject = subjects.replies_subject(runtime.instance_id)
         self.pending: dict[str, asyncio.Future[bytes]] = {}
-        self.late_replies = 0
+        self.pending_per_model: Counter[str] = Counter()
+        self.leaders: dict[str, asyncio.Future[Reply]] = {}
+        self.counts: Counter[str] = Counter()
 
     async def start(self) -> None:
         await self.catalog.start(self.runtime.nc)
+        await self.routes.start(self.runtime.nc)
         await self.runtime.subscribe(self.reply_subject, self.on_reply)
+        self.runtime.stats_extension = self.stats
         await self.runtime.add_endpoint(
             "infer",
             subjects.INFER,
@@ -57,11 +71,22 @@ class IngestApp:
 
     async def stop(self) -> None:
         await self.catalog.stop()
+        await self.routes.stop()
         await self.cache.close()
+
+    def stats(self) -> dict[str, Any]:
+        """Cache, coalescing and admission numbers for ``$SRV.STATS``."""
+        return {
+            **dict(self.counts),
+            "cache_hits": self.cache.hits,
+            "cache_misses": self.cache.misses,
+            "cache_failures": self.cache.failures,
+            "pending": dict(self.pending_per_model),
+        }
 
     # ------------------------------------------------------------------ request path
     async def handle(self, inbound: Inbound) -> None:
-        """Admit, answer from cache, or send into the pipeline and wait for the answer."""
+        """Admit, answer from cache, join an identical request in flight, or send into the pipeline."""
         admitted = admit(
             inbound.data,
             inbound.headers,
@@ -72,34 +97,80 @@ class IngestApp:
             max_top_k=self.settings.max_top_k,
         )
         try:
-            await self._serve(inbound, admitted)
+            reply, cache_state = await self._answer(admitted)
         except MeshError as exc:
             exc.request_id = admitted.request_id
             raise
+        await self.respond(inbound, admitted.request_id, reply, json=admitted.json, cache=cache_state)
 
-    async def _serve(self, inbound: Inbound, admitted: Admitted) -> None:
+    async def _answer(self, admitted: Admitted) -> tuple[Reply, str]:
         request = admitted.request
         span = trace.get_current_span()
         span.set_attribute("natriton.request_id", admitted.request_id)
         span.set_attribute("natriton.model", request.model)
         info, version = self.catalog.require(request.model, request.version)
-        key = cache_key(info.name, version, request.input, request.top_k) if request.use_cache else ""
+        if not request.version:
+            version = ""  # the router's routing policy chooses
+        key = cache_key(info.name, self._cache_version(info, version), request.input, request.top_k)
+        if not request.use_cache:
+            key = ""
         if key:
             cached = await self.cache.get(key)
             if cached is not None:
+                entry = CACHE_ENTRIES.decode(cached)
                 span.set_attribute("natriton.cache", "hit")
+                self.counts["cache_answers"] += 1
                 response = InferResponse(
                     request_id=admitted.request_id,
                     model=info.name,
-                    version=version,
-                    result=RESULTS.decode(cached),
+                    version=entry.version,
+                    result=entry.result,
                     cached=True,
                 )
-                await self.respond(inbound, admitted.request_id, response, json=admitted.json, cache="hit")
-                return
+                return response, "hit"
+            leader = self.leaders.get(key) if self.settings.coalesce else None
+            if leader is not None:
+                self.counts["coalesced"] += 1
+                span.set_attribute("natriton.coalesced", True)
+                async with asyncio.timeout(_budget_s(admitted)):
+                    shared = await asyncio.shield(leader)
+                return msgspec.structs.replace(shared, request_id=admitted.request_id), "miss"
         job = Job(model=info.name, version=version, task=info.task, top_k=request.top_k, cache_key=key)
-        reply = await self._through_pipeline(admitted, PreprocessTask(job=job, input=request.input))
-        await self.respond(inbound, admitted.request_id, reply, json=admitted.json, cache="miss")
+        return await self._lead(admitted, key, PreprocessTask(job=job, input=request.input)), "miss"
+
+    def _cache_version(self, info: ModelInfo, version: str) -> str:
+        """The version part of the cache key: the named version, or the latest plus the routing policy's
+        revision (so a new version or a policy change never serves answers computed under the old one)."""
+        return version or f"auto:{info.latest_version}:r{self.routes.revision(info.name)}"
+
+    async def _lead(self, admitted: Admitted, key: str, task: PreprocessTask) -> Reply:
+        model = task.job.model
+        if self.pending_per_model[model] >= self.settings.max_pending_per_model:
+            self.counts["rejected_overloaded"] += 1
+            raise MeshError(
+                ErrorCode.OVERLOADED,
+                f"{model}: {self.pending_per_model[model]} requests in the pipeline (limit "
+                f"{self.settings.max_pending_per_model})",
+                retry_after_ms=200,
+            )
+        shared: asyncio.Future[Reply] | None = None
+        if key and self.settings.coalesce:
+            shared = asyncio.get_running_loop().create_future()
+            self.leaders[key] = shared
+        self.pending_per_model[model] += 1
+        try:
+            reply = await self._through_pipeline(admitted, task)
+        except MeshError as exc:
+            if shared is not None:  # followers get the same typed error
+                shared.set_result(error_reply(admitted.request_id, exc))
+            raise
+        finally:
+            self.pending_per_model[model] -= 1
+            if shared is not None:
+                self.leaders.pop(key, None)
+        if shared is not None:
+            shared.set_result(reply)
+        return reply
 
     async def _through_pipeline(self, admitted: Admitted, task: PreprocessTask) -> Reply:
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
@@ -108,8 +179,7 @@ class IngestApp:
         inject(out)
         try:
             await self.runtime.publish(subjects.PREPROCESS, TASKS.encode(task), out)
-            budget_s = max(0.0, (admitted.deadline_ms - h.now_ms()) / 1000)
-            async with asyncio.timeout(budget_s):
+            async with asyncio.timeout(_budget_s(admitted)):
                 data = await future
         except TimeoutError as exc:
             raise MeshError(ErrorCode.DEADLINE_EXCEEDED, "no answer before the deadline") from exc
@@ -125,7 +195,7 @@ class IngestApp:
         request_id = (msg.headers or {}).get(h.REQUEST_ID, "")
         future = self.pending.get(request_id)
         if future is None or future.done():
-            self.late_replies += 1  # the producer already got deadline_exceeded
+            self.counts["late_replies"] += 1  # the producer already got deadline_exceeded
             return
         future.set_result(msg.data)
 
@@ -149,11 +219,16 @@ class IngestApp:
 
     async def reject_overloaded(self, inbound: Inbound) -> None:
         """Every slot is busy: refuse at once rather than queue without bound."""
+        self.counts["rejected_overloaded"] += 1
         error = MeshError(ErrorCode.OVERLOADED, "ingest is at its concurrency limit", retry_after_ms=100)
         await self.reply_error(inbound, error)
+
+
+def _budget_s(admitted: Admitted) -> float:
+    return max(0.0, (admitted.deadline_ms - h.now_ms()) / 1000)
 
 
 async def build_app(runtime: ServiceRuntime, settings: Settings) -> IngestApp:
     """Dependencies for one ingest process."""
     cache = ResultCache(settings.redis_url, ttl_s=3600)
-    return IngestApp(runtime, settings, ModelCatalog(), cache)
+    return IngestApp(runtime, settings, ModelCatalog(), RouteTable(), cache)

@@ -15,6 +15,10 @@ class Settings(CommonSettings, frozen=True, kw_only=True):
     max_timeout_ms: int = 120_000
     """Longest deadline a producer may ask for."""
     max_top_k: int = 100
+    max_pending_per_model: int = 512
+    """Requests of one model this copy has in the pipeline at once; more are refused with ``overloaded``."""
+    coalesce: bool = True
+    """Identical requests (same cache key) in flight at once share one inference."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -8,14 +8,14 @@ from natriton import headers, subjects
 from natriton.cache import ResultCache
 from natriton.catalog import ModelCatalog
 from natriton.errors import invalid_argument
-from natriton.messages import Codec, InferResponse, PostprocessTask, Result
+from natriton.messages import CacheEntry, Codec, InferResponse, PostprocessTask
 from natriton.pipeline import reply_to_owner, serve_stage
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton_postprocess.logic import to_result
 from natriton_postprocess.settings import Settings
 
 TASKS: Codec[PostprocessTask] = Codec(PostprocessTask)
-RESULTS: Codec[Result] = Codec(Result)
+CACHE_ENTRIES: Codec[CacheEntry] = Codec(CacheEntry)
 
 
 class PostprocessApp:
@@ -43,9 +43,12 @@ class PostprocessApp:
             raise invalid_argument(f"malformed postprocess task: {exc}") from exc
         job = task.job
         info, _ = self.catalog.require(job.model, job.version)
-        result = to_result(info, task.outputs, job.top_k)
+        result = to_result(info, task.outputs, job)
         if job.cache_key:
-            await self.cache.set(job.cache_key, RESULTS.encode(result), self.settings.cache_ttl_s)
+            ttl_s = int(info.parameters.get("natriton.cache_ttl_s", self.settings.cache_ttl_s))
+            await self.cache.set(
+                job.cache_key, CACHE_ENTRIES.encode(CacheEntry(version=job.version, result=result)), ttl_s
+            )
         response = InferResponse(
             request_id=inbound.headers.get(headers.REQUEST_ID, ""),
             model=job.model,

@@ -10,11 +10,12 @@ import msgspec
 from natriton import subjects
 from natriton.catalog import ModelCatalog
 from natriton.errors import invalid_argument
-from natriton.messages import Codec, ImageInput, InferTask, PreprocessTask, Tensor
+from natriton.messages import Codec, ImageInput, InferTask, PreprocessTask, Tensor, TextInput
 from natriton.pipeline import check_deadline, next_hop_headers, serve_stage
 from natriton.runtime import Inbound, ServiceRuntime
-from natriton_preprocess.logic import DecodeLimits, ImageLayout, check_tensors, image_to_tensor
+from natriton_preprocess.logic import DecodeLimits, ImageLayout, check_tensors, prepare_image
 from natriton_preprocess.settings import Settings
+from natriton_preprocess.text import TextLayout, text_to_tensors
 
 TASKS: Codec[PreprocessTask] = Codec(PreprocessTask)
 OUT: Codec[InferTask] = Codec(InferTask)
@@ -45,16 +46,22 @@ class PreprocessApp:
             raise invalid_argument(f"malformed preprocess task: {exc}") from exc
         check_deadline(inbound.headers, "preprocess")
         info, _ = self.catalog.require(task.job.model, task.job.version)
+        job = task.job
+        loop = asyncio.get_running_loop()
         if isinstance(task.input, ImageInput):
             layout = ImageLayout.from_model(info)
-            data = task.input.data
-            tensor = await asyncio.get_running_loop().run_in_executor(
-                self.pool, image_to_tensor, data, layout, self.limits
+            tensor, (width, height) = await loop.run_in_executor(
+                self.pool, prepare_image, task.input.data, layout, self.limits
             )
             inputs: tuple[Tensor, ...] = (tensor,)
+            job = msgspec.structs.replace(job, source_width=width, source_height=height)
+        elif isinstance(task.input, TextInput):
+            inputs = await loop.run_in_executor(
+                self.pool, text_to_tensors, task.input.text, TextLayout.from_model(info)
+            )
         else:
             inputs = check_tensors(task.input.tensors, info)
-        out = InferTask(job=task.job, inputs=inputs)
+        out = InferTask(job=job, inputs=inputs)
         await self.runtime.publish(subjects.ROUTE, OUT.encode(out), next_hop_headers(inbound.headers))
 
 

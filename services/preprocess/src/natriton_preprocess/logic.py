@@ -14,6 +14,7 @@ from natriton.messages import ModelInfo, Tensor
 from natriton.tensors import check_against_specs, to_tensor
 
 ACCEPTED_FORMATS = frozenset({"JPEG", "PNG"})
+ORIGINAL_SIZE = "natriton_original_size"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,9 @@ class ImageLayout:
     channels_last: bool
     color: str
     resize_shorter: int
+    stretch: bool = False
+    """``natriton.resize_mode: stretch``: resize to HxW ignoring the aspect ratio (detectors); else shorter side
+    to ``resize_shorter`` and a centre crop (classifiers)."""
 
     @classmethod
     def from_model(cls, info: ModelInfo) -> ImageLayout:
@@ -49,6 +53,7 @@ class ImageLayout:
             channels_last=channels_last,
             color=info.parameters.get("natriton.color", "RGB").upper(),
             resize_shorter=max(shorter, height, width),
+            stretch=info.parameters.get("natriton.resize_mode", "shorter_crop") == "stretch",
         )
 
 
@@ -82,6 +87,7 @@ def decode_image(data: bytes, limits: DecodeLimits, shorter_side_hint: int = 0) 
         )
     if min(width, height) < limits.min_side:
         raise invalid_argument(f"image is {width}x{height}; both sides must be at least {limits.min_side} px")
+    image.info[ORIGINAL_SIZE] = (width, height)  # kept by convert(); draft() changes image.size
     if image.format == "JPEG" and shorter_side_hint:
         scale = shorter_side_hint / min(width, height)
         image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
@@ -93,7 +99,12 @@ def decode_image(data: bytes, limits: DecodeLimits, shorter_side_hint: int = 0) 
 
 
 def resize_and_crop(image: Image.Image, layout: ImageLayout) -> npt.NDArray[np.uint8]:
-    """Resize the shorter side to ``layout.resize_shorter`` (bilinear, antialiased), center-crop to HxW."""
+    """Resize the shorter side to ``layout.resize_shorter`` (bilinear, antialiased), center-crop to HxW.
+
+    With ``layout.stretch``: resize straight to HxW.
+    """
+    if layout.stretch:
+        return np.asarray(image.resize((layout.width, layout.height), Image.Resampling.BILINEAR), dtype=np.uint8)
     width, height = image.size
     scale = layout.resize_shorter / min(width, height)
     new_w, new_h = max(layout.width, round(width * scale)), max(layout.height, round(height * scale))
@@ -105,7 +116,14 @@ def resize_and_crop(image: Image.Image, layout: ImageLayout) -> npt.NDArray[np.u
 
 def image_to_tensor(data: bytes, layout: ImageLayout, limits: DecodeLimits) -> Tensor:
     """Encoded image → the model's input tensor with a batch dimension of 1."""
-    pixels = resize_and_crop(decode_image(data, limits, layout.resize_shorter), layout)
+    return prepare_image(data, layout, limits)[0]
+
+
+def prepare_image(data: bytes, layout: ImageLayout, limits: DecodeLimits) -> tuple[Tensor, tuple[int, int]]:
+    """Encoded image → (the model's input tensor with a batch dimension of 1, original (width, height))."""
+    image = decode_image(data, limits, layout.resize_shorter)
+    source_size = _original_size(image)
+    pixels = resize_and_crop(image, layout)
     if layout.color == "BGR":
         pixels = pixels[:, :, ::-1]
     array: npt.NDArray[np.generic] = pixels if layout.channels_last else pixels.transpose(2, 0, 1)
@@ -113,7 +131,13 @@ def image_to_tensor(data: bytes, layout: ImageLayout, limits: DecodeLimits) -> T
         array = array.astype(np.float32)
     elif layout.datatype != "UINT8":
         raise invalid_argument(f"image inputs of type {layout.datatype} are not supported")
-    return to_tensor(layout.input_name, array[np.newaxis])
+    return to_tensor(layout.input_name, array[np.newaxis]), source_size
+
+
+def _original_size(image: Image.Image) -> tuple[int, int]:
+    """The size before any JPEG draft (DCT) downscaling."""
+    size = image.info.get(ORIGINAL_SIZE)
+    return size if isinstance(size, tuple) else image.size
 
 
 def check_tensors(tensors: tuple[Tensor, ...], info: ModelInfo) -> tuple[Tensor, ...]:

@@ -1,23 +1,29 @@
-"""Router wiring: publish the model catalog, batch InferTasks per model, call Triton, hand on outputs."""
+"""Router wiring: the model catalog, routing policies, admission control, batching, Triton with retries and a
+circuit breaker per model, shadow traffic; then outputs on to postprocess."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import random
+from collections import Counter
 from typing import Any
 
 import msgspec
-import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import Link
 
 from natriton import headers, subjects
-from natriton.catalog import open_bucket, publish_model
+from natriton.catalog import RouteTable, open_bucket, publish_model
 from natriton.errors import ErrorCode, MeshError, invalid_argument
-from natriton.messages import Codec, InferTask, ModelInfo, PostprocessTask
+from natriton.messages import Codec, InferTask, ModelInfo, PostprocessTask, Tensor
 from natriton.pipeline import check_deadline, next_hop_headers, serve_stage
 from natriton.runtime import Inbound, ServiceRuntime
+from natriton.subjects import MODELS_BUCKET
 from natriton.tensors import check_against_specs
-from natriton_router.logic import ModelBatcher
+from natriton_router.batching import Arrays, BatchResult, Limits, ModelBatcher
+from natriton_router.logic import CircuitBreaker, choose_version, outputs_agree, shadow_version_for
 from natriton_router.settings import Settings
 from natriton_router.triton import TritonGateway
 
@@ -27,20 +33,27 @@ OUT: Codec[PostprocessTask] = Codec(PostprocessTask)
 
 
 class RouterApp:
-    """Owns the Triton connection, the catalog and one batcher per model version."""
+    """Owns the Triton connection, the catalog and routes, and one batcher per model version."""
 
-    def __init__(self, runtime: ServiceRuntime, settings: Settings, triton: TritonGateway) -> None:
+    def __init__(self, runtime: ServiceRuntime, settings: Settings, triton: TritonGateway, routes: RouteTable) -> None:
         self.runtime = runtime
         self.settings = settings
         self.triton = triton
+        self.routes = routes
         self.models: dict[str, ModelInfo] = {}
         self.batchers: dict[tuple[str, str], ModelBatcher] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.shadow: dict[str, Counter[str]] = {}
+        self._shadow_in_flight = 0
+        self._rng = random.Random()
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.triton.wait_ready(self.settings.triton_ready_timeout_s)
         await self.refresh_catalog()
+        await self.routes.start(self.runtime.nc)
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
+        self.runtime.stats_extension = self.stats
         await serve_stage(self.runtime, "route", subjects.ROUTE, self.handle)
 
     async def stop(self) -> None:
@@ -48,14 +61,16 @@ class RouterApp:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
+        await self.routes.stop()
         for batcher in self.batchers.values():
             await batcher.close()
         await self.triton.close()
 
+    # ------------------------------------------------------------------ catalog
     async def refresh_catalog(self) -> None:
-        """Read the models from Triton and publish them to the catalog bucket."""
+        """Read the models from Triton and publish changed ones to the catalog bucket."""
         models = await self.triton.read_catalog()
-        kv = await open_bucket(self.runtime.nc, create=True)
+        kv = await open_bucket(self.runtime.nc, MODELS_BUCKET, create=True)
         for info in models:
             if self.models.get(info.name) != info:
                 await publish_model(kv, info)
@@ -70,26 +85,9 @@ class RouterApp:
             except Exception as exc:  # Triton briefly away: keep the last catalog
                 log.warning("catalog refresh failed: %s", exc)
 
-    def batcher(self, info: ModelInfo, version: str) -> ModelBatcher:
-        """The batcher of one model version (created on first use)."""
-        key = (info.name, version)
-        if key not in self.batchers:
-            output_names = tuple(o.name for o in info.outputs)
-
-            async def execute(inputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
-                return await self.triton.infer(info.name, version, inputs, output_names)
-
-            self.batchers[key] = ModelBatcher(
-                execute,
-                max_batch_size=info.max_batch_size,
-                max_wait_s=self.settings.batch_max_wait_ms / 1000,
-                slots=self.settings.batches_in_flight,
-                output_names=output_names,
-            )
-        return self.batchers[key]
-
+    # ------------------------------------------------------------------ request path
     async def handle(self, inbound: Inbound) -> None:
-        """InferTask → (batched inference) → PostprocessTask."""
+        """InferTask → version choice → admission → (batched) inference → PostprocessTask."""
         try:
             task = TASKS.decode(inbound.data)
         except msgspec.MsgspecError as exc:
@@ -97,21 +95,146 @@ class RouterApp:
         check_deadline(inbound.headers, "routing")
         job = task.job
         info = self.models.get(job.model)
-        if info is None or job.version not in info.versions:
-            raise MeshError(ErrorCode.NOT_FOUND, f"model {job.model!r} version {job.version!r} is not served")
+        if info is None:
+            raise MeshError(ErrorCode.NOT_FOUND, f"model {job.model!r} is not served")
+        policy = self.routes.get(job.model)
+        version = job.version or choose_version(info, policy, self._rng)
+        if version not in info.versions:
+            raise MeshError(ErrorCode.NOT_FOUND, f"model {job.model!r} version {version!r} is not served")
         check_against_specs(task.inputs, info.inputs, info.name)
         if info.max_batch_size and task.inputs[0].shape[0] > info.max_batch_size:
             raise invalid_argument(f"model {info.name!r} takes at most {info.max_batch_size} items per request")
-        deadline = inbound.headers.get(headers.DEADLINE)
-        outputs = await self.batcher(info, job.version).submit(task.inputs, float(deadline) if deadline else None)
-        out = PostprocessTask(job=job, outputs=outputs)
+        self.breaker(info.name).check(info.name)
+        deadline = _deadline_ms(inbound.headers)
+        span = trace.get_current_span()
+        span.set_attribute("natriton.model.version", version)
+        result = await self.batcher(info, version).submit(task.inputs, deadline, span.get_span_context())
+        self._record_spans(result)
+        shadow = shadow_version_for(info, policy, version, self._rng)
+        if shadow:
+            self._mirror(info, shadow, task.inputs, result.outputs, deadline)
+        out = PostprocessTask(job=msgspec.structs.replace(job, version=version), outputs=result.outputs)
         await self.runtime.publish(subjects.POSTPROCESS, OUT.encode(out), next_hop_headers(inbound.headers))
 
+    def _record_spans(self, result: BatchResult) -> None:
+        """This request's own queue wait and its share of the batch's inference, in its own trace."""
+        tracer = self.runtime.tracer
+        wait = tracer.start_span("queue wait", start_time=result.enqueued_ns)
+        wait.end(end_time=result.started_ns)
+        links = [Link(result.batch_span)] if result.batch_span is not None else []
+        infer = tracer.start_span("inference", start_time=result.started_ns, links=links)
+        infer.set_attribute("natriton.batch.size", result.batch_size)
+        infer.end(end_time=result.finished_ns)
+
+    # ------------------------------------------------------------------ shadow traffic
+    def _mirror(
+        self,
+        info: ModelInfo,
+        version: str,
+        inputs: tuple[Tensor, ...],
+        primary: tuple[Tensor, ...],
+        deadline: float | None,
+    ) -> None:
+        counts = self.shadow.setdefault(f"{info.name}:{version}", Counter())
+        if self._shadow_in_flight >= self.settings.shadow_max_in_flight:
+            counts["skipped"] += 1
+            return
+        self._shadow_in_flight += 1
+        self.runtime.spawn(self._compare(info, version, inputs, primary, deadline, counts))
+
+    async def _compare(
+        self,
+        info: ModelInfo,
+        version: str,
+        inputs: tuple[Tensor, ...],
+        primary: tuple[Tensor, ...],
+        deadline: float | None,
+        counts: Counter[str],
+    ) -> None:
+        """Run the shadow version and count agreement; its answer never reaches the caller."""
+        try:
+            counts["requests"] += 1
+            result = await self.batcher(info, version).submit(inputs, deadline)
+            counts["agree" if outputs_agree(info.task, primary, result.outputs) else "disagree"] += 1
+        except MeshError as exc:
+            counts[f"error_{exc.code.value}"] += 1
+        finally:
+            self._shadow_in_flight -= 1
+
+    # ------------------------------------------------------------------ Triton, per model
+    def breaker(self, model: str) -> CircuitBreaker:
+        """The circuit breaker of one model (created on first use)."""
+        if model not in self.breakers:
+            self.breakers[model] = CircuitBreaker(self.settings.breaker_threshold, self.settings.breaker_reset_s)
+        return self.breakers[model]
+
+    def batcher(self, info: ModelInfo, version: str) -> ModelBatcher:
+        """The batcher of one model version (created on first use)."""
+        key = (info.name, version)
+        if key not in self.batchers:
+            output_names = tuple(o.name for o in info.outputs)
+
+            async def execute(inputs: Arrays, deadline_ms: float | None) -> Arrays:
+                return await self._infer(info.name, version, inputs, output_names, deadline_ms)
+
+            self.batchers[key] = ModelBatcher(
+                execute,
+                max_batch_size=info.max_batch_size,
+                max_wait_s=self.settings.batch_max_wait_ms / 1000,
+                slots=self.settings.batches_in_flight,
+                output_names=output_names,
+                limits=Limits(self.settings.max_queued_per_model, self.settings.max_in_flight_per_model),
+                tracer=self.runtime.tracer,
+                name=f"{info.name}:{version}",
+            )
+        return self.batchers[key]
+
+    async def _infer(
+        self, model: str, version: str, inputs: Arrays, output_names: tuple[str, ...], deadline_ms: float | None
+    ) -> Arrays:
+        """One batch through Triton: retries with backoff on transient errors, within the earliest deadline."""
+        breaker = self.breaker(model)
+        delay_s = self.settings.retry_backoff_ms / 1000
+        for attempt in range(self.settings.triton_retries + 1):
+            try:
+                outputs = await self.triton.infer(model, version, inputs, output_names)
+            except MeshError as exc:
+                if exc.code not in (ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL):
+                    raise  # the request's fault (bad input), not Triton's
+                breaker.record_failure()
+                sleep_s = delay_s * (1 + self._rng.random())
+                out_of_time = deadline_ms is not None and headers.now_ms() + sleep_s * 1000 >= deadline_ms
+                if attempt == self.settings.triton_retries or out_of_time or breaker.state != "closed":
+                    raise
+                log.info("%s:%s: %s; retry %d in %.0f ms", model, version, exc.message, attempt + 1, sleep_s * 1000)
+                await asyncio.sleep(sleep_s)
+                delay_s *= 2
+            else:
+                breaker.record_success()
+                return outputs
+        raise AssertionError("unreachable")
+
     def stats(self) -> dict[str, Any]:
-        """Batch-size counts per model version (for STATS and tests)."""
-        return {f"{m}:{v}": dict(b.batch_sizes) for (m, v), b in self.batchers.items()}
+        """Batching, admission, breaker and shadow numbers for ``$SRV.STATS``."""
+        return {
+            "batchers": {f"{m}:{v}": b.stats() for (m, v), b in self.batchers.items()},
+            "breakers": {
+                m: {"state": b.state, "failures": b.failures, "opened": b.times_opened}
+                for m, b in self.breakers.items()
+            },
+            "shadow": {k: dict(c) for k, c in self.shadow.items()},
+        }
+
+
+def _deadline_ms(incoming: dict[str, str]) -> float | None:
+    value = incoming.get(headers.DEADLINE)
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 async def build_app(runtime: ServiceRuntime, settings: Settings) -> RouterApp:
     """Dependencies for one router process."""
-    return RouterApp(runtime, settings, TritonGateway(settings.triton_grpc_url, timeout_s=settings.triton_timeout_s))
+    triton = TritonGateway(settings.triton_grpc_url, timeout_s=settings.triton_timeout_s)
+    return RouterApp(runtime, settings, triton, RouteTable())

@@ -19,6 +19,20 @@ class Settings(CommonSettings, frozen=True, kw_only=True):
     """How long a batch may wait to fill once it has a free slot. 0 = send what is queued at once."""
     batches_in_flight: int = 2
     """Batches of one model executing at once; while all are busy, requests queue and form the next batch."""
+    max_queued_per_model: int = 512
+    """Requests of one model version waiting for a batch; more are refused with ``overloaded`` at once."""
+    max_in_flight_per_model: int = 1024
+    """Requests of one model version waiting or executing; more are refused with ``overloaded`` at once."""
+    triton_retries: int = 2
+    """Retries of a batch after a transient Triton error (``unavailable``), within the members' deadline."""
+    retry_backoff_ms: float = 50.0
+    """First retry delay; doubles each time, with jitter."""
+    breaker_threshold: int = 5
+    """Consecutive Triton failures of one model that open its circuit (refuse at once with ``unavailable``)."""
+    breaker_reset_s: float = 5.0
+    """How long an open circuit refuses before one probe request is let through."""
+    shadow_max_in_flight: int = 64
+    """Mirrored (shadow) requests in flight at once; beyond this, mirroring is skipped and counted."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -26,3 +40,7 @@ class Settings(CommonSettings, frozen=True, kw_only=True):
             raise ValueError("batches_in_flight must be >= 1")
         if self.batch_max_wait_ms < 0:
             raise ValueError("batch_max_wait_ms must be >= 0")
+        if min(self.max_queued_per_model, self.max_in_flight_per_model, self.breaker_threshold) < 1:
+            raise ValueError("queue/in-flight limits and breaker_threshold must be >= 1")
+        if self.triton_retries < 0:
+            raise ValueError("triton_retries must be >= 0")
