@@ -12,7 +12,7 @@ from nats.aio.client import Client as NATS
 
 from natriton import headers as h
 from natriton import subjects
-from natriton.messages import Codec, ImageInput, InferRequest, Reply, Tensor, TensorInput
+from natriton.messages import Codec, ImageInput, InferRequest, InputPayload, Reply, Tensor, TensorInput, TextInput
 
 _REQUEST: Codec[InferRequest] = Codec(InferRequest)
 _REPLY: Codec[Reply] = Codec(Reply)
@@ -39,6 +39,7 @@ class MeshClient:
         *,
         image: bytes | None = None,
         tensors: Sequence[Tensor] | None = None,
+        text: str | None = None,
         version: str = "",
         top_k: int = 5,
         use_cache: bool = True,
@@ -52,9 +53,16 @@ class MeshClient:
         Raises ``nats.errors.TimeoutError`` only if no reply at all arrives (the mesh itself answers
         ``deadline_exceeded`` before that).
         """
-        if (image is None) == (tensors is None):
-            raise ValueError("give exactly one of image= or tensors=")
-        payload = ImageInput(data=image) if image is not None else TensorInput(tensors=tuple(tensors or ()))
+        given = [p for p in (image, tensors, text) if p is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of image=, tensors= or text=")
+        payload: InputPayload
+        if image is not None:
+            payload = ImageInput(data=image)
+        elif text is not None:
+            payload = TextInput(text=text)
+        else:
+            payload = TensorInput(tensors=tuple(tensors or ()))
         request = InferRequest(model=model, version=version, input=payload, top_k=top_k, use_cache=use_cache)
         return await self.send(
             _REQUEST.encode(request, json=json),

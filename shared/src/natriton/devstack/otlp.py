@@ -23,6 +23,8 @@ class ReceivedSpan:
     span_id: str
     parent_span_id: str
     attributes: dict[str, Any]
+    links: tuple[tuple[str, str], ...] = ()
+    """(trace id, span id) of each linked span."""
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
@@ -45,6 +47,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
                             span_id=span.span_id.hex(),
                             parent_span_id=span.parent_span_id.hex(),
                             attributes={a.key: str(a.value) for a in span.attributes},
+                            links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in span.links),
                         )
                     )
         return trace_service_pb2.ExportTraceServiceResponse()

@@ -1,0 +1,187 @@
+"""The router's brain against real Triton: routing policies, shadow traffic, admission control, the circuit
+breaker, coalescing and batch tracing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pytest
+from nats.aio.client import Client as NATS
+
+from natriton.client import MeshClient
+from natriton.devstack.images import encode_png
+from natriton.devstack.otlp import OtlpSink
+from natriton.devstack.stack import LocalStack
+from natriton.errors import ErrorCode
+from natriton.messages import ErrorReply, InferResponse, RawOutputs, Reply
+from natriton.tensors import to_array, to_tensor
+from tests.integration.conftest import triton_inference_count
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+DATA = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
+
+
+def routes_cli(stack: LocalStack, *args: str) -> str:
+    """Run the operators' CLI as a separate process, exactly as documented."""
+    env = {**os.environ, "NATRITON_NATS_URL": stack.nats_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "natriton_router.routes", *args], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def answered_by(reply: Reply) -> str:
+    """Which version of ``versioned`` produced the reply (OUT = DATA * version)."""
+    assert isinstance(reply, InferResponse), reply
+    assert isinstance(reply.result, RawOutputs)
+    factor = float(to_array(reply.result.tensors[0])[0, 0])
+    assert reply.version == str(int(factor)), "the reply names the version that answered"
+    return reply.version
+
+
+async def ask_versioned(client: MeshClient, version: str = "") -> Reply:
+    return await client.infer("versioned", tensors=[to_tensor("DATA", DATA)], version=version, use_cache=False)
+
+
+async def router_stats(nc: NATS) -> dict[str, Any]:
+    stats = json.loads((await nc.request("$SRV.STATS.natriton-router", b"", timeout=2)).data)
+    app: dict[str, Any] = stats["endpoints"][0]["data"]["app"]
+    return app
+
+
+async def test_explicit_version_and_latest(client: MeshClient, stack: LocalStack) -> None:
+    routes_cli(stack, "clear", "versioned")
+    assert answered_by(await ask_versioned(client, "1")) == "1"
+    assert answered_by(await ask_versioned(client, "2")) == "2"
+    assert answered_by(await ask_versioned(client)) == "2", "no policy: the latest version answers"
+
+
+async def test_weighted_split_is_hot_reloaded(client: MeshClient, stack: LocalStack) -> None:
+    try:
+        routes_cli(stack, "set", "versioned", "--weights", "1=50,2=50")
+        await asyncio.sleep(0.3)  # KV watchers see the change within milliseconds
+        counts = Counter([answered_by(r) for r in await asyncio.gather(*(ask_versioned(client) for _ in range(60)))])
+        assert counts["1"] >= 10 and counts["2"] >= 10, counts
+        routes_cli(stack, "set", "versioned", "--weights", "1=100")
+        await asyncio.sleep(0.3)
+        counts = Counter([answered_by(await ask_versioned(client)) for _ in range(10)])
+        assert counts == {"1": 10}
+        # a request naming a version is never re-routed
+        assert answered_by(await ask_versioned(client, "2")) == "2"
+    finally:
+        routes_cli(stack, "clear", "versioned")
+
+
+async def test_shadow_traffic_is_compared_and_never_returned(client: MeshClient, stack: LocalStack, nc: NATS) -> None:
+    try:
+        out = routes_cli(stack, "set", "versioned", "--weights", "1=100", "--shadow", "2")
+        assert '"shadow_version":"2"' in out
+        await asyncio.sleep(0.3)
+        before = (await router_stats(nc))["shadow"].get("versioned:2", {})
+        replies = [await ask_versioned(client) for _ in range(8)]
+        assert {answered_by(r) for r in replies} == {"1"}, "shadow answers must never reach the caller"
+        for _ in range(50):
+            after = (await router_stats(nc))["shadow"].get("versioned:2", {})
+            if after.get("disagree", 0) - before.get("disagree", 0) >= 8:
+                break
+            await asyncio.sleep(0.1)
+        assert after.get("requests", 0) - before.get("requests", 0) == 8
+        assert after.get("disagree", 0) - before.get("disagree", 0) == 8  # v2 doubles, v1 does not
+        assert after.get("agree", 0) == before.get("agree", 0)
+    finally:
+        routes_cli(stack, "clear", "versioned")
+
+
+async def test_overload_is_refused_at_once_with_a_typed_error(client: MeshClient) -> None:
+    """``slow`` runs 4 items per 100 ms; 200 at once overflow the router's per-model queue (48 in tests)."""
+
+    async def timed() -> tuple[Reply, float]:
+        started = time.perf_counter()
+        reply = await client.infer("slow", tensors=[to_tensor("DATA", DATA)], use_cache=False, timeout_s=30)
+        return reply, time.perf_counter() - started
+
+    results = await asyncio.gather(*(timed() for _ in range(200)))
+    rejected = [(r, s) for r, s in results if isinstance(r, ErrorReply)]
+    accepted = [(r, s) for r, s in results if isinstance(r, InferResponse)]
+    assert len(rejected) + len(accepted) == 200, "every request gets exactly one reply"
+    assert rejected and accepted
+    for reply, _ in rejected:
+        assert reply.code == ErrorCode.OVERLOADED, reply
+        assert reply.retry_after_ms and reply.retry_after_ms > 0
+    slowest_reject = max(s for _, s in rejected)
+    fastest_accept = min(s for _, s in accepted)
+    assert slowest_reject < 2.0, f"refusals must not wait in a queue ({slowest_reject:.3f} s)"
+    assert fastest_accept < 1.0
+
+
+async def test_identical_requests_in_flight_share_one_inference(client: MeshClient, stack: LocalStack) -> None:
+    noise = np.random.default_rng(7).integers(0, 255, (180, 240, 3), dtype=np.uint8)
+    image = encode_png(noise)  # never seen before: a cache miss
+    before = triton_inference_count(stack, "mobilenet_v2")
+    replies = await asyncio.gather(*(client.infer("mobilenet_v2", image=image, request_id=f"co-{i}") for i in range(8)))
+    assert all(isinstance(r, InferResponse) and not r.cached for r in replies)
+    assert sorted(r.request_id for r in replies) == sorted(f"co-{i}" for i in range(8)), "each keeps its own id"
+    assert len({r.result for r in replies if isinstance(r, InferResponse)}) == 1
+    assert triton_inference_count(stack, "mobilenet_v2") == before + 1
+
+
+async def test_batch_span_is_linked_to_every_member(
+    client: MeshClient, otlp_sink: OtlpSink, photos: dict[str, bytes]
+) -> None:
+    replies = await asyncio.gather(
+        *(client.infer("mobilenet_v2", image=photos["coffee.jpg"], use_cache=False, top_k=1) for _ in range(6))
+    )
+    assert all(isinstance(r, InferResponse) for r in replies)
+    for _ in range(50):
+        batches = [s for s in otlp_sink.spans() if s.name == "batch mobilenet_v2:1" and s.links]
+        route_spans = {(s.trace_id, s.span_id): s for s in otlp_sink.spans() if s.name == "router route"}
+        linked = [b for b in batches if any(link in route_spans for link in b.links)]
+        if linked:
+            break
+        await asyncio.sleep(0.1)
+    assert linked, "a batch span links to the route spans of its member requests"
+    batch = linked[-1]
+    member_traces = {trace for trace, _ in batch.links}
+    assert batch.trace_id not in member_traces, "the batch span is not nested under one member"
+    for trace_id in member_traces:
+        names = {s.name for s in otlp_sink.spans(trace_id)}
+        assert {"queue wait", "inference", "router route"} <= names, names
+
+
+async def test_circuit_breaker_opens_while_triton_is_down_and_recovers(
+    client: MeshClient, stack: LocalStack, photos: dict[str, bytes]
+) -> None:
+    pids = {p.name: p.pid for p in stack.services}
+    image = photos["chelsea.png"]
+    await asyncio.to_thread(stack.triton.stop)
+    try:
+        codes = []
+        for _ in range(8):
+            reply = await client.infer("mobilenet_v2", image=image, use_cache=False, timeout_s=5)
+            assert isinstance(reply, ErrorReply), reply
+            codes.append(reply.code)
+        assert set(codes) == {ErrorCode.UNAVAILABLE}, codes
+        started = time.perf_counter()
+        reply = await client.infer("mobilenet_v2", image=image, use_cache=False, timeout_s=5)
+        assert isinstance(reply, ErrorReply) and reply.code == ErrorCode.UNAVAILABLE
+        assert "circuit open" in reply.message and reply.retry_after_ms
+        assert time.perf_counter() - started < 0.5, "an open circuit refuses at once"
+    finally:
+        await asyncio.to_thread(stack.triton.start)
+    deadline = time.monotonic() + 60
+    while True:
+        reply = await client.infer("mobilenet_v2", image=image, use_cache=False, timeout_s=5)
+        if isinstance(reply, InferResponse):
+            break
+        assert time.monotonic() < deadline, f"no recovery: {reply}"
+        await asyncio.sleep(0.5)
+    assert {p.name: p.pid for p in stack.services} == pids, "recovered without restarting any service"
