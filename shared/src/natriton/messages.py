@@ -198,6 +198,8 @@ class ModelInfo(msgspec.Struct, tag="model_info", **_STRUCT_OPTIONS):
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     parameters: dict[str, str] = {}
+    preferred_batch_sizes: tuple[int, ...] = ()
+    """From ``dynamic_batching.preferred_batch_size``: batch sizes worth sending without waiting for more."""
 
     @property
     def latest_version(self) -> str:

@@ -186,6 +186,7 @@ class RouterApp:
                 limits=Limits(self.settings.max_queued_per_model, self.settings.max_in_flight_per_model),
                 tracer=self.runtime.tracer,
                 name=f"{info.name}:{version}",
+                preferred_sizes=info.preferred_batch_sizes,
             )
         return self.batchers[key]
 

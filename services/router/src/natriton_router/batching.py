@@ -1,7 +1,8 @@
 """Per-model-version batching with admission limits and batch tracing.
 
 A batch leaves when an execution slot is free: it takes everything queued (up to the model's max batch
-size and only requests of the same shape), waiting at most ``max_wait_s`` for more. While every slot is
+size and only requests of the same shape), waiting at most ``max_wait_s`` for more (no waiting once the
+batch has a preferred size). While every slot is
 busy, requests queue up and form the next, larger batch — batches grow with load, low load pays no wait.
 """
 
@@ -76,6 +77,7 @@ class ModelBatcher:
         limits: Limits = Limits(),
         tracer: Tracer | None = None,
         name: str = "",
+        preferred_sizes: Sequence[int] = (),
     ) -> None:
         self._execute = execute
         self._max = max(1, max_batch_size)
@@ -85,6 +87,7 @@ class ModelBatcher:
         self._limits = limits
         self._tracer = tracer
         self._name = name
+        self._preferred = frozenset(preferred_sizes)
         self._queue: asyncio.Queue[BatchItem] = asyncio.Queue()
         self._held: BatchItem | None = None
         self._task: asyncio.Task[None] | None = None
@@ -179,7 +182,9 @@ class ModelBatcher:
             batch, total = [first], first.size
             wait_until = time.perf_counter() + self._max_wait_s
             while total < self._max:
-                item = await self._next_item(wait_until - time.perf_counter())
+                # a preferred size is worth sending now rather than waiting for more (Triton's semantics)
+                wait_s = 0.0 if total in self._preferred else wait_until - time.perf_counter()
+                item = await self._next_item(wait_s)
                 if item is None:
                     break
                 if total + item.size > self._max or _shape_key(item) != _shape_key(first):

@@ -52,6 +52,9 @@ def model_info_from_triton(config: dict[str, Any], versions: Sequence[str]) -> M
         inputs=_specs(config.get("input", [])),
         outputs=_specs(config.get("output", [])),
         parameters=parameters,
+        preferred_batch_sizes=tuple(
+            sorted(int(n) for n in config.get("dynamic_batching", {}).get("preferred_batch_size", []))
+        ),
     )
 
 

@@ -14,11 +14,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from natriton.client import MeshClient
 from natriton.devstack.images import sample_photos
 from natriton.devstack.stack import LocalStack
 from natriton.devstack.triton import SHM_DIR
-from natriton.messages import Classification, ErrorReply, InferResponse, Reply
+from natriton.messages import Classification, Detections, Embedding, ErrorReply, InferResponse, Reply
+from natriton.tensors import to_array
 
 MODEL = "mobilenet_v2"
 
@@ -45,6 +48,24 @@ async def classify_all(nats_url: str, photos: dict[str, bytes]) -> bool:
                 source = "cache hit" if isinstance(reply, InferResponse) and reply.cached else "inference"
                 print(f"  {name:<17} {len(data) / 1024:6.0f} KB {ms:8.1f} ms  [{source:9}]  {describe(reply)}")
                 ok &= isinstance(reply, InferResponse)
+        print("\n== the other models: faces in the astronaut photo, sentence similarity")
+        reply = await client.infer("face_detector", image=photos["astronaut.jpg"])
+        if isinstance(reply, InferResponse) and isinstance(reply.result, Detections):
+            faces = [f"{d.label} {d.score:.2f} at {[round(v) for v in d.box]}" for d in reply.result.detections]
+            print(f"  astronaut.jpg      -> {len(faces)} face(s): {'; '.join(faces)}")
+        else:
+            ok = False
+            print(f"  astronaut.jpg      -> {reply}")
+        sentences = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."]
+        vectors = []
+        for sentence in sentences:
+            reply = await client.infer("minilm_l6_v2", text=sentence)
+            ok &= isinstance(reply, InferResponse) and isinstance(reply.result, Embedding)
+            if isinstance(reply, InferResponse) and isinstance(reply.result, Embedding):
+                vectors.append(np.asarray(to_array(reply.result.vector), dtype=np.float32))
+        if len(vectors) == 3:
+            for other, vector in zip(sentences[1:], vectors[1:], strict=True):
+                print(f"  cosine({sentences[0]!r}, {other!r}) = {float(vectors[0] @ vector):.3f}")
         print("\n== a bad request gets a typed error, and the mesh keeps serving")
         reply = await client.send(b"\x00not msgpack at all")
         print(f"  garbage bytes      -> {describe(reply)}")
