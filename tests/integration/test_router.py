@@ -128,7 +128,8 @@ async def test_identical_requests_in_flight_share_one_inference(client: MeshClie
     image = encode_png(noise)  # never seen before: a cache miss
     before = triton_inference_count(stack, "mobilenet_v2")
     replies = await asyncio.gather(*(client.infer("mobilenet_v2", image=image, request_id=f"co-{i}") for i in range(8)))
-    assert all(isinstance(r, InferResponse) and not r.cached for r in replies)
+    # (a request arriving after the first answer was cached is a cache hit: also no second inference)
+    assert all(isinstance(r, InferResponse) for r in replies), replies
     assert sorted(r.request_id for r in replies) == sorted(f"co-{i}" for i in range(8)), "each keeps its own id"
     assert len({r.result for r in replies if isinstance(r, InferResponse)}) == 1
     assert triton_inference_count(stack, "mobilenet_v2") == before + 1

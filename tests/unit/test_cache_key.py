@@ -11,7 +11,7 @@ import pytest
 import xxhash
 
 from natriton.cache import KEY_PREFIX, ResultCache, cache_key
-from natriton.messages import ImageInput, Tensor, TensorInput
+from natriton.messages import ImageInput, Tensor, TensorInput, TextInput
 from natriton.tensors import to_tensor
 
 IMAGE = ImageInput(data=b"\xff\xd8\xff\xe0 some jpeg bytes")
@@ -97,6 +97,33 @@ def test_tensor_key_keeps_input_boundaries() -> None:
         )
     )
     assert cache_key("m", "1", one, 5) != cache_key("m", "1", two, 5)
+
+
+def test_text_key_is_stable_and_pinned() -> None:
+    key = cache_key("minilm", "1", TextInput(text="héllo"), 5)
+    assert key == cache_key("minilm", "1", TextInput(text="héllo"), 5)
+    expected = xxhash.xxh3_128("text\0héllo".encode()).hexdigest()
+    assert key == f"natriton:v1:result:minilm:1:k5:{expected}"
+
+
+@pytest.mark.parametrize("other", ["hello", "héllo ", "Héllo", "héll", "hello world", ""])
+def test_text_key_differs_by_text(other: str) -> None:
+    assert cache_key("minilm", "1", TextInput(text=other), 5) != cache_key("minilm", "1", TextInput(text="héllo"), 5)
+
+
+def test_text_key_differs_by_model_and_version() -> None:
+    text = TextInput(text="a sentence")
+    keys = {cache_key(m, v, text, 5) for m, v in [("minilm", "1"), ("minilm", "2"), ("mpnet", "1")]}
+    assert len(keys) == 3
+
+
+def test_text_and_image_with_the_same_bytes_differ() -> None:
+    text = "some bytes that could be an image"
+    image_key = cache_key("m", "1", ImageInput(data=text.encode()), 5)
+    text_key = cache_key("m", "1", TextInput(text=text), 5)
+    assert text_key != image_key
+    tensor_key = cache_key("m", "1", _tensors(np.frombuffer(text.encode(), dtype=np.uint8).reshape(1, -1)), 5)
+    assert tensor_key not in {text_key, image_key}
 
 
 # ------------------------------------------------------------------------------------------------

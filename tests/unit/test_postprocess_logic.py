@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from natriton.errors import ErrorCode, MeshError
-from natriton.messages import Classification, Job, ModelInfo, RawOutputs, TensorSpec
-from natriton.tensors import to_tensor
-from natriton_postprocess.logic import load_labels, softmax, to_result, top_k
+from natriton.messages import Classification, Detections, Embedding, Job, ModelInfo, RawOutputs, Tensor, TensorSpec
+from natriton.tensors import to_array, to_tensor
+from natriton_postprocess.logic import detect, load_labels, nms, softmax, to_result, top_k
 
 
 def _info(task: str = "image_classification", parameters: dict[str, str] | None = None) -> ModelInfo:
@@ -165,3 +165,168 @@ def test_other_tasks_return_raw_outputs_unchanged(task: str) -> None:
 
 def _job(top_k: int) -> Job:
     return Job(model="m", version="1", task="image_classification", top_k=top_k)
+
+
+# ------------------------------------------------------------------------------------------------
+# nms
+# ------------------------------------------------------------------------------------------------
+def test_nms_suppresses_overlapping_boxes_and_keeps_disjoint_ones() -> None:
+    boxes = np.array(
+        [
+            [0.0, 0.0, 10.0, 10.0],  # 0: best of the first cluster
+            [1.0, 1.0, 11.0, 11.0],  # 1: IoU 81/119 = 0.68 with 0 -> suppressed
+            [50.0, 50.0, 60.0, 60.0],  # 2: disjoint
+            [0.0, 0.0, 10.0, 5.0],  # 3: IoU 0.5 with 0 -> suppressed at 0.45
+        ],
+        dtype=np.float32,
+    )
+    scores = np.array([0.9, 0.8, 0.3, 0.7], dtype=np.float32)
+    assert nms(boxes, scores, 0.45) == [0, 2]
+    assert nms(boxes, scores, 0.55) == [0, 3, 2]  # 3 survives a looser threshold, best first
+    assert nms(boxes, scores, 0.7) == [0, 1, 3, 2]
+
+
+def test_nms_orders_by_score_and_keeps_the_best_of_a_cluster() -> None:
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], dtype=np.float32)
+    scores = np.array([0.2, 0.6, 0.9, 0.4], dtype=np.float32)
+    kept = nms(boxes, scores, 0.5)
+    assert kept == [2, 1, 3]  # the lower-scoring duplicate (0) goes, the rest best first
+    assert all(type(i) is int for i in kept)
+
+
+def test_nms_touching_boxes_do_not_overlap() -> None:
+    boxes = np.array([[0, 0, 10, 10], [10, 0, 20, 10]], dtype=np.float32)
+    assert nms(boxes, np.array([0.9, 0.8], dtype=np.float32), 0.0) == [0, 1]
+
+
+def test_nms_of_nothing_is_nothing() -> None:
+    assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.5) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# detect
+# ------------------------------------------------------------------------------------------------
+def _detector(parameters: dict[str, str] | None = None, shape: tuple[int, ...] = (300, 300, 3)) -> ModelInfo:
+    return ModelInfo(
+        name="ssd",
+        versions=("1",),
+        task="object_detection",
+        max_batch_size=8,
+        inputs=(TensorSpec(name="IMAGE", datatype="UINT8", shape=shape),),
+        outputs=(
+            TensorSpec(name="BOXES", datatype="FP32", shape=(-1, 4)),
+            TensorSpec(name="SCORES", datatype="FP32", shape=(-1,)),
+        ),
+        parameters={"natriton.class_names": "person, car ,dog"} if parameters is None else parameters,
+    )
+
+
+def _detection_outputs(boxes: list[list[float]], scores: list[float] | list[list[float]]) -> tuple[Tensor, ...]:
+    return (
+        to_tensor("BOXES", np.array([boxes], dtype=np.float32)),
+        to_tensor("SCORES", np.array([scores], dtype=np.float32)),
+    )
+
+
+def _detect_job(width: int = 0, height: int = 0) -> Job:
+    return Job(model="ssd", version="1", task="object_detection", source_width=width, source_height=height)
+
+
+RELATIVE_BOXES = [
+    [0.10, 0.20, 0.50, 0.60],  # 0
+    [0.11, 0.21, 0.51, 0.61],  # 1: near-duplicate of 0
+    [0.60, 0.60, 0.90, 0.80],  # 2: disjoint
+    [0.00, 0.00, 0.05, 0.05],  # 3: below the threshold
+]
+
+
+def test_detect_thresholds_suppresses_and_scales_to_the_source_image() -> None:
+    outputs = _detection_outputs(RELATIVE_BOXES, [0.9, 0.8, 0.6, 0.3])
+    result = detect(_detector(), outputs, _detect_job(640, 480))
+    assert isinstance(result, Detections)
+    assert (result.image_width, result.image_height) == (640, 480)
+    assert [d.score for d in result.detections] == pytest.approx([0.9, 0.6])
+    assert [d.box for d in result.detections] == [
+        pytest.approx((64.0, 96.0, 320.0, 288.0)),
+        pytest.approx((384.0, 288.0, 576.0, 384.0)),
+    ]
+    assert [d.label for d in result.detections] == ["person", "person"]  # 1-D scores: class 0
+
+
+def test_detect_respects_the_declared_threshold_and_iou() -> None:
+    outputs = _detection_outputs(RELATIVE_BOXES, [0.9, 0.8, 0.6, 0.3])
+    loose = _detector({"natriton.score_threshold": "0.25", "natriton.nms_iou": "0.99"})
+    result = detect(loose, outputs, _detect_job(100, 100))
+    assert [d.score for d in result.detections] == pytest.approx([0.9, 0.8, 0.6, 0.3])
+    strict = _detector({"natriton.score_threshold": "0.95"})
+    assert detect(strict, outputs, _detect_job(100, 100)).detections == ()
+
+
+@pytest.mark.parametrize(
+    ("shape", "width", "height"), [((300, 400, 3), 400, 300), ((3, 200, 100), 100, 200)], ids=["hwc", "chw"]
+)
+def test_detect_without_source_size_uses_the_model_input_size(shape: tuple[int, ...], width: int, height: int) -> None:
+    outputs = _detection_outputs([[0.5, 0.5, 1.0, 1.0]], [0.9])
+    result = detect(_detector(shape=shape), outputs, _detect_job())
+    assert (result.image_width, result.image_height) == (width, height)
+    assert result.detections[0].box == pytest.approx((width / 2, height / 2, width, height))
+
+
+def test_detect_per_class_scores_pick_the_best_class() -> None:
+    boxes = [[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0], [0.0, 0.5, 0.5, 1.0], [0.5, 0.0, 1.0, 0.5]]
+    scores = [
+        [0.10, 0.70, 0.20, 0.00],  # car
+        [0.05, 0.05, 0.90, 0.00],  # dog
+        [0.60, 0.10, 0.10, 0.00],  # person
+        [0.00, 0.00, 0.10, 0.95],  # class 3: no name declared -> its number
+    ]
+    result = detect(_detector(), _detection_outputs(boxes, scores), _detect_job(200, 100))
+    assert [(d.label, d.score) for d in result.detections] == [
+        ("3", pytest.approx(0.95)),
+        ("dog", pytest.approx(0.9)),
+        ("car", pytest.approx(0.7)),
+        ("person", pytest.approx(0.6)),
+    ]
+    assert result.detections[1].box == pytest.approx((100.0, 50.0, 200.0, 100.0))
+
+
+def test_detect_default_class_name_and_nothing_found() -> None:
+    outputs = _detection_outputs([[0.0, 0.0, 1.0, 1.0]], [0.7])
+    assert detect(_detector({}), outputs, _detect_job(10, 10)).detections[0].label == "object"
+    empty = detect(_detector(), _detection_outputs(RELATIVE_BOXES, [0.1, 0.1, 0.1, 0.1]), _detect_job(10, 20))
+    assert empty == Detections(detections=(), image_width=10, image_height=20)
+
+
+def test_detector_without_boxes_and_scores_is_internal() -> None:
+    with pytest.raises(MeshError) as info:
+        detect(_detector(), (to_tensor("BOXES", np.zeros((1, 1, 4), np.float32)),), _detect_job(10, 10))
+    assert info.value.code is ErrorCode.INTERNAL
+
+
+def test_to_result_dispatches_object_detection() -> None:
+    outputs = _detection_outputs([[0.0, 0.0, 0.5, 0.5]], [0.8])
+    result = to_result(_detector(), outputs, _detect_job(640, 480))
+    assert result == detect(_detector(), outputs, _detect_job(640, 480))
+    assert isinstance(result, Detections)
+
+
+# ------------------------------------------------------------------------------------------------
+# text_embedding
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_text_embedding_result_is_an_fp32_vector(dtype: type[np.generic]) -> None:
+    vector = np.random.default_rng(3).standard_normal((1, 384)).astype(dtype)
+    info = ModelInfo(
+        name="minilm",
+        versions=("1",),
+        task="text_embedding",
+        max_batch_size=8,
+        inputs=(TensorSpec(name="INPUT_IDS", datatype="INT64", shape=(-1,)),),
+        outputs=(TensorSpec(name="EMBEDDING", datatype="FP32", shape=(384,)),),
+    )
+    result = to_result(info, (to_tensor("EMBEDDING", vector),), _job(5))
+    assert isinstance(result, Embedding)
+    assert result.vector.name == "EMBEDDING"
+    assert result.vector.datatype == "FP32"
+    assert result.vector.shape == (384,)
+    np.testing.assert_array_equal(to_array(result.vector), vector[0].astype(np.float32))

@@ -15,7 +15,14 @@ from skimage.transform import resize as sk_resize
 from natriton.errors import ErrorCode, MeshError
 from natriton.messages import ModelInfo, TensorSpec
 from natriton.tensors import check_against_specs, to_array, to_tensor
-from natriton_preprocess.logic import DecodeLimits, ImageLayout, check_tensors, decode_image, image_to_tensor
+from natriton_preprocess.logic import (
+    DecodeLimits,
+    ImageLayout,
+    check_tensors,
+    decode_image,
+    image_to_tensor,
+    prepare_image,
+)
 
 LIMITS = DecodeLimits(max_pixels=24_000_000, min_side=8)
 
@@ -324,3 +331,57 @@ def test_check_tensors_refuses_batch_over_max_batch_size() -> None:
 def test_check_tensors_refuses_wrong_shape() -> None:
     tensors = (to_tensor("IMAGE", np.zeros((1, 3, 224, 224), dtype=np.uint8)),)
     assert _error(check_tensors, tensors, MOBILENET).code is ErrorCode.INVALID_ARGUMENT
+
+
+# ------------------------------------------------------------------------------------------------
+# stretch resize (detectors) and the original image size
+# ------------------------------------------------------------------------------------------------
+SSD = _model(shape=(300, 300, 3), parameters={"natriton.task": "object_detection", "natriton.resize_mode": "stretch"})
+
+
+def test_stretch_layout_from_model() -> None:
+    layout = ImageLayout.from_model(SSD)
+    assert layout.stretch is True
+    assert (layout.height, layout.width, layout.resize_shorter) == (300, 300, 300)
+    assert ImageLayout.from_model(_model(parameters={"natriton.resize_mode": "shorter_crop"})).stretch is False
+    assert ImageLayout.from_model(MOBILENET).stretch is False
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_stretch_keeps_the_whole_image_and_reports_the_original_size(fmt: str, coffee: np.ndarray) -> None:
+    photo = np.asarray(Image.fromarray(coffee).resize((512, 400), Image.Resampling.BILINEAR))
+    tensor, size = prepare_image(_encode(photo, fmt), ImageLayout.from_model(SSD), LIMITS)
+    assert tensor.shape == (1, 300, 300, 3)
+    assert tensor.datatype == "UINT8"
+    assert size == (512, 400)
+    reference = np.asarray(Image.fromarray(photo).resize((300, 300), Image.Resampling.BILINEAR), dtype=np.float64)
+    assert np.abs(to_array(tensor)[0].astype(np.float64) - reference).mean() < 6.0
+
+
+def test_stretch_does_not_crop_the_sides() -> None:
+    # three vertical bands on a landscape image: a centre crop would cut into red and blue, a stretch keeps all
+    tensor, size = prepare_image(_bands(600, 300, vertical=False), ImageLayout.from_model(SSD), LIMITS)
+    pixels = to_array(tensor)[0]
+    assert size == (600, 300)
+    assert (pixels[:, :95] == RED).all()
+    assert (pixels[:, 105:195] == GREEN).all()
+    assert (pixels[:, 205:] == BLUE).all()
+    cropped = to_array(image_to_tensor(_bands(600, 300, vertical=False), ImageLayout.from_model(_model()), LIMITS))[0]
+    assert (cropped[:, :, 1] == 255).mean() > 0.6  # the classifier crop is mostly the green middle
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_draft_decoded_jpeg_reports_the_file_size(mode: str, coffee: np.ndarray) -> None:
+    big = Image.fromarray(coffee).resize((2400, 1800), Image.Resampling.BILINEAR).convert(mode)
+    data = _encode(big, "JPEG", quality=90)
+    layout = ImageLayout.from_model(SSD)
+    assert decode_image(data, LIMITS, layout.resize_shorter).size[0] < 2400  # DCT draft scaling did happen
+    tensor, size = prepare_image(data, layout, LIMITS)
+    assert tensor.shape == (1, 300, 300, 3)
+    assert size == (2400, 1800)  # the file's size, not the draft's
+
+
+def test_crop_layout_also_reports_the_original_size(coffee_jpeg: bytes) -> None:
+    tensor, size = prepare_image(coffee_jpeg, ImageLayout.from_model(MOBILENET), LIMITS)
+    assert tensor.shape == (1, 224, 224, 3)
+    assert size == (600, 400)

@@ -10,11 +10,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanContext, Tracer
 
 from natriton.errors import ErrorCode, MeshError
 from natriton.messages import ModelInfo, Tensor, TensorSpec
 from natriton.tensors import to_array, to_tensor
-from natriton_router.batching import ModelBatcher, concat_inputs, split_outputs
+from natriton_router.batching import BatchResult, Limits, ModelBatcher, concat_inputs, split_outputs
 from natriton_router.logic import error_from_triton, model_info_from_triton
 
 # ------------------------------------------------------------------------------------------------
@@ -152,6 +156,7 @@ class FakeExecutor:
 
     def __init__(self) -> None:
         self.calls: list[dict[str, np.ndarray]] = []
+        self.deadlines: list[float | None] = []
         self.gate = asyncio.Event()
         self.gate.set()
         self.failures: list[BaseException] = []
@@ -166,6 +171,7 @@ class FakeExecutor:
 
     async def __call__(self, inputs: dict[str, np.ndarray], deadline_ms: float | None = None) -> dict[str, np.ndarray]:
         self.calls.append({k: v.copy() for k, v in inputs.items()})
+        self.deadlines.append(deadline_ms)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -187,19 +193,35 @@ BatcherFactory = Callable[..., tuple[ModelBatcher, FakeExecutor]]
 
 @pytest.fixture
 async def make_batcher() -> AsyncIterator[BatcherFactory]:
-    made: list[ModelBatcher] = []
+    made: list[tuple[ModelBatcher, FakeExecutor]] = []
 
-    def factory(max_batch_size: int = 8, slots: int = 1, max_wait_s: float = 0.0) -> tuple[ModelBatcher, FakeExecutor]:
+    def factory(
+        max_batch_size: int = 8,
+        slots: int = 1,
+        max_wait_s: float = 0.0,
+        limits: Limits | None = None,
+        tracer: Tracer | None = None,
+        name: str = "",
+    ) -> tuple[ModelBatcher, FakeExecutor]:
         executor = FakeExecutor()
         batcher = ModelBatcher(
-            executor, max_batch_size=max_batch_size, max_wait_s=max_wait_s, slots=slots, output_names=("OUT", "AUX")
+            executor,
+            max_batch_size=max_batch_size,
+            max_wait_s=max_wait_s,
+            slots=slots,
+            output_names=("OUT", "AUX"),
+            limits=limits or Limits(),
+            tracer=tracer,
+            name=name,
         )
-        made.append(batcher)
+        made.append((batcher, executor))
         return batcher, executor
 
     yield factory
-    for batcher in made:
-        await batcher.close()
+    for batcher, executor in made:
+        executor.release()  # a failed test must not leave close() waiting on a held batch
+        async with asyncio.timeout(2.0):
+            await batcher.close()
 
 
 def _req(value: float, size: int = 1, width: int = 3) -> tuple[Tensor, ...]:
@@ -438,3 +460,180 @@ async def test_duplicate_input_cannot_change_another_requests_outputs(make_batch
     results = await _gather([blocker, bad, good])
     assert not isinstance(results[2], BaseException), results[2]
     np.testing.assert_array_equal(to_array(results[2][0]), np.full((1, 3), 4.0, np.float32))
+
+
+# ------------------------------------------------------------------------------------------------
+# ModelBatcher: admission limits, stats, deadlines, result timing, batch tracing
+# ------------------------------------------------------------------------------------------------
+def _submit_full(
+    batcher: ModelBatcher,
+    inputs: tuple[Tensor, ...],
+    deadline_ms: float | None = None,
+    span: SpanContext | None = None,
+) -> asyncio.Task[BatchResult]:
+    async def result() -> BatchResult:
+        return await batcher.submit(inputs, deadline_ms, span)
+
+    return asyncio.get_running_loop().create_task(result())
+
+
+async def test_over_max_queued_is_overloaded_at_once(make_batcher: BatcherFactory) -> None:
+    batcher, executor = make_batcher(limits=Limits(max_queued=2, max_in_flight=100), name="m:1")
+    blocker = await _busy(batcher, executor)
+    accepted = [_submit(batcher, _req(float(i + 1))) for i in range(2)]
+    await _until(lambda: batcher.queued == 2)
+    with pytest.raises(MeshError) as info:
+        async with asyncio.timeout(0.5):  # refused without waiting for the held batch
+            await batcher.submit(_req(9.0), None)
+    assert info.value.code is ErrorCode.OVERLOADED
+    assert isinstance(info.value.retry_after_ms, int) and info.value.retry_after_ms > 0
+    assert "m:1" in info.value.message
+    assert batcher.rejected == 1
+    assert batcher.queued == 2  # the refused request was not queued
+    executor.release()
+    results = await _gather([blocker, *accepted])
+    assert not [r for r in results if isinstance(r, BaseException)]
+    np.testing.assert_array_equal(to_array(results[2][0]), np.full((1, 3), 4.0, np.float32))
+    assert 9.0 not in np.concatenate([c["IN"].ravel() for c in executor.calls])
+    assert batcher.stats()["rejected"] == 1
+    # below the limit again: admitted
+    async with asyncio.timeout(2.0):
+        out = (await batcher.submit(_req(5.0), None)).outputs
+    assert to_array(out[0])[0, 0] == 10.0
+
+
+async def test_over_max_in_flight_is_overloaded_while_batches_run(make_batcher: BatcherFactory) -> None:
+    batcher, executor = make_batcher(slots=2, limits=Limits(max_queued=100, max_in_flight=2))
+    executor.hold()
+    running = [_submit(batcher, _req(1.0))]
+    await _until(lambda: len(executor.calls) == 1)
+    running.append(_submit(batcher, _req(2.0)))  # a second batch, in the second slot
+    await _until(lambda: len(executor.calls) == 2)
+    assert batcher.queued == 0 and batcher.in_flight == 2
+    with pytest.raises(MeshError) as info:
+        async with asyncio.timeout(0.5):
+            await batcher.submit(_req(3.0), None)
+    assert info.value.code is ErrorCode.OVERLOADED
+    assert info.value.retry_after_ms is not None and info.value.retry_after_ms > 0
+    assert batcher.rejected == 1
+    executor.release()
+    results = await _gather(running)
+    assert [to_array(r[0])[0, 0] for r in results] == [2.0, 4.0]
+    assert batcher.in_flight == 0
+    assert executor.batch_dims == [1, 1]
+
+
+async def test_stats_have_batch_size_and_queue_wait_histograms(make_batcher: BatcherFactory) -> None:
+    batcher, executor = make_batcher()
+    blocker = await _busy(batcher, executor)
+    waiting = [_submit(batcher, _req(float(i))) for i in range(3)]
+    await _until(lambda: batcher.queued == 3)
+    assert batcher.stats()["queued"] == 3
+    assert batcher.stats()["in_flight"] == 4
+    executor.release()
+    await _gather([blocker, *waiting])
+    stats = batcher.stats()
+    assert stats["batch_sizes"] == {"1": 1, "3": 1}
+    waits = stats["queue_wait_ms"]
+    assert sum(waits.values()) == 4  # one entry per request, not per batch
+    for key in waits:
+        assert key.startswith("<=")
+        bound = int(key.removeprefix("<="))
+        assert bound >= 1 and bound & (bound - 1) == 0  # powers of two
+    assert stats["queued"] == 0 and stats["in_flight"] == 0
+    assert stats["expired"] == 0 and stats["rejected"] == 0
+
+
+async def test_executor_gets_the_earliest_member_deadline(make_batcher: BatcherFactory) -> None:
+    batcher, executor = make_batcher()
+    blocker = await _busy(batcher, executor)
+    now_ms = time.time() * 1000
+    late = _submit(batcher, _req(1.0), deadline_ms=now_ms + 60_000)
+    early = _submit(batcher, _req(2.0), deadline_ms=now_ms + 30_000)
+    none = _submit(batcher, _req(3.0))
+    await _until(lambda: batcher.queued == 3)
+    executor.release()
+    results = await _gather([blocker, late, early, none])
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert executor.batch_dims == [1, 3]
+    assert executor.deadlines == [None, now_ms + 30_000]  # the blocker had none
+
+
+async def test_batch_result_timing_and_total_batch_size(make_batcher: BatcherFactory) -> None:
+    batcher, executor = make_batcher()
+    blocker = await _busy(batcher, executor)
+    two = _submit_full(batcher, _req(1.0, size=2))
+    one = _submit_full(batcher, _req(2.0, size=1))
+    await _until(lambda: batcher.queued == 2)
+    executor.release()
+    _, a, b = await _gather([blocker, two, one])
+    assert isinstance(a, BatchResult) and isinstance(b, BatchResult)
+    for result in (a, b):
+        assert result.enqueued_ns <= result.started_ns <= result.finished_ns
+        assert result.batch_size == 3  # the whole batch, not this request's share
+        assert result.batch_span is None  # no tracer
+    assert (a.started_ns, a.finished_ns) == (b.started_ns, b.finished_ns)  # the same batch
+    assert a.enqueued_ns <= b.enqueued_ns
+    assert a.outputs[0].shape == (2, 3) and b.outputs[0].shape == (1, 3)
+
+
+@pytest.fixture
+def spans() -> tuple[Tracer, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider.get_tracer("test"), exporter
+
+
+async def test_batch_span_is_a_root_linked_to_every_member(
+    make_batcher: BatcherFactory, spans: tuple[Tracer, InMemorySpanExporter]
+) -> None:
+    tracer, exporter = spans
+    batcher, executor = make_batcher(tracer=tracer, name="mobilenet_v2:1")
+    executor.hold()
+
+    async def member(value: float) -> tuple[SpanContext, BatchResult]:
+        # submitted inside the request's own span, as the router does: the batch must not nest under it
+        with tracer.start_as_current_span(f"request {value}") as span:
+            return span.get_span_context(), await batcher.submit(_req(value), None, span.get_span_context())
+
+    first = asyncio.get_running_loop().create_task(member(1.0))
+    await _until(lambda: len(executor.calls) == 1)
+    others = [asyncio.get_running_loop().create_task(member(v)) for v in (2.0, 3.0)]
+    await _until(lambda: batcher.queued == 2)
+    executor.release()
+    results = await _gather([first, *others])
+    assert not [r for r in results if isinstance(r, BaseException)], results
+
+    batches = [s for s in exporter.get_finished_spans() if s.name.startswith("batch")]
+    assert [s.name for s in batches] == ["batch mobilenet_v2:1"] * 2
+    second = batches[1]
+    members = [ctx for ctx, _ in results[1:]]
+    assert [link.context for link in second.links] == members
+    assert [link.context for link in batches[0].links] == [results[0][0]]
+    member_ids = {ctx.span_id for ctx, _ in results}
+    member_traces = {ctx.trace_id for ctx, _ in results}
+    for batch in batches:
+        assert batch.parent is None  # a root span, not a child of any member
+        assert batch.context.trace_id not in member_traces
+        assert batch.context.span_id not in member_ids
+    assert dict(second.attributes or {}) == {"natriton.batch.size": 2, "natriton.batch.requests": 2}
+    # every member's result points at its batch's span
+    assert results[0][1].batch_span == batches[0].context
+    assert [r.batch_span for _, r in results[1:]] == [second.context, second.context]
+
+
+async def test_batch_span_without_member_spans_has_no_links(
+    make_batcher: BatcherFactory, spans: tuple[Tracer, InMemorySpanExporter]
+) -> None:
+    tracer, exporter = spans
+    batcher, executor = make_batcher(tracer=tracer, name="m:2")
+    deadline_ms = time.time() * 1000 + 60_000
+    async with asyncio.timeout(2.0):
+        result = await batcher.submit(_req(1.0), deadline_ms)  # no span context given
+    assert executor.deadlines == [deadline_ms]  # the traced path passes the deadline on too
+    (batch,) = exporter.get_finished_spans()
+    assert batch.name == "batch m:2"
+    assert list(batch.links) == []
+    assert batch.parent is None
+    assert result.batch_span == batch.context

@@ -94,6 +94,11 @@ def env_flag(name: str, default: bool = False) -> bool:
     return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def otel_sampler_configured() -> bool:
+    """Whether the operator chose a sampler with the standard ``OTEL_TRACES_SAMPLER`` variable."""
+    return bool(os.environ.get("OTEL_TRACES_SAMPLER"))
+
+
 def otlp_traces_endpoint() -> str:
     """The OTLP endpoint from the standard ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` variables, or ''."""
     return os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")

@@ -1,8 +1,10 @@
 """OpenTelemetry set-up and W3C trace-context propagation through NATS headers.
 
 Standard ``OTEL_*`` variables apply (sampler, resource attributes, BatchSpanProcessor tuning).
-Spans are exported over OTLP/gRPC when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; otherwise spans are
-still created (so trace ids propagate and logs can carry them) but go nowhere.
+Spans are exported over OTLP/gRPC when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set. Without an exporter (and
+without an explicit ``OTEL_TRACES_SAMPLER``) the sampler is ``parentbased_always_off``: trace ids are still
+made and propagated through every hop, but unsampled spans cost ~5 µs instead of ~20 µs, and a producer's
+sampled ``traceparent`` is still honoured.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from natriton.settings import otlp_traces_endpoint
+from natriton.settings import otel_sampler_configured, otlp_traces_endpoint
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 log = logging.getLogger(__name__)
@@ -30,8 +33,9 @@ def setup_tracing(service: str, instance_id: str, version: str = "0.1.0") -> Tra
     resource = Resource.create(
         {"service.name": f"natriton-{service}", "service.instance.id": instance_id, "service.version": version}
     )
-    provider = TracerProvider(resource=resource)
     endpoint = otlp_traces_endpoint()
+    sampler = None if endpoint or otel_sampler_configured() else ParentBased(ALWAYS_OFF)
+    provider = TracerProvider(resource=resource, sampler=sampler)
     if endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 

@@ -200,8 +200,12 @@ class RouterApp:
             try:
                 outputs = await self.triton.infer(model, version, inputs, output_names)
             except MeshError as exc:
+                if exc.code == ErrorCode.DEADLINE_EXCEEDED:
+                    breaker.record_failure()  # Triton did not answer in time: its problem, not the request's
+                    raise
                 if exc.code not in (ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL):
-                    raise  # the request's fault (bad input), not Triton's
+                    breaker.record_success()  # Triton answered (the request was at fault): it is up
+                    raise
                 breaker.record_failure()
                 sleep_s = delay_s * (1 + self._rng.random())
                 out_of_time = deadline_ms is not None and headers.now_ms() + sleep_s * 1000 >= deadline_ms

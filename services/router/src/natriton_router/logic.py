@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -61,7 +62,7 @@ def model_info_from_triton(config: dict[str, Any], versions: Sequence[str]) -> M
 def choose_version(info: ModelInfo, policy: RoutePolicy | None, rng: random.Random) -> str:
     """The version for a request that named none: weighted split over ready versions, else the latest."""
     if policy is not None:
-        ready = [(v, w) for v, w in policy.weights.items() if v in info.versions and w > 0]
+        ready = [(v, w) for v, w in policy.weights.items() if v in info.versions and 0 < w < math.inf]
         if ready:
             versions, weights = zip(*ready, strict=True)
             return str(rng.choices(versions, weights=weights)[0])
@@ -103,7 +104,7 @@ class CircuitBreaker:
         self._clock = clock
         self.failures = 0
         self.opened_at: float | None = None
-        self._probing = False
+        self._probe_started: float | None = None
         self.times_opened = 0
 
     @property
@@ -118,8 +119,11 @@ class CircuitBreaker:
         state = self.state
         if state == "closed":
             return
-        if state == "half_open" and not self._probing:
-            self._probing = True
+        now = self._clock()
+        probe_lost = self._probe_started is not None and now - self._probe_started >= self.reset_after_s
+        if state == "half_open" and (self._probe_started is None or probe_lost):
+            # one probe at a time; a probe that never reported back (expired, refused, cancelled) is replaced
+            self._probe_started = now
             return
         assert self.opened_at is not None
         wait_ms = max(1, int((self.opened_at + self.reset_after_s - self._clock()) * 1000))
@@ -133,12 +137,12 @@ class CircuitBreaker:
         """A call went through: close."""
         self.failures = 0
         self.opened_at = None
-        self._probing = False
+        self._probe_started = None
 
     def record_failure(self) -> None:
         """A call failed in a way that says Triton (not the request) is the problem."""
         self.failures += 1
-        if self._probing or (self.opened_at is None and self.failures >= self.threshold):
+        if self._probe_started is not None or (self.opened_at is None and self.failures >= self.threshold):
             self.opened_at = self._clock()
             self.times_opened += 1
-        self._probing = False
+        self._probe_started = None

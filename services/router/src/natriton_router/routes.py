@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 
 import msgspec
@@ -31,15 +32,15 @@ def parse_weights(text: str) -> dict[str, float]:
     """``"1=90,2=10"`` → ``{"1": 90.0, "2": 10.0}``."""
     weights: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
-        version, _, weight = part.partition("=")
+        version, _, weight = (p.strip() for p in part.partition("="))
         if not version or not weight:
             raise argparse.ArgumentTypeError(f"expected VERSION=WEIGHT, got {part!r}")
         try:
             weights[version] = float(weight)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(f"weight of version {version} is not a number: {weight!r}") from exc
-        if weights[version] < 0:
-            raise argparse.ArgumentTypeError("weights must be >= 0")
+        if not 0 <= weights[version] < math.inf:
+            raise argparse.ArgumentTypeError(f"weight of version {version} must be a finite number >= 0")
     return weights
 
 
