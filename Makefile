@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed-stamp
 MODELS := $(patsubst %/export.py,%/1/model.onnx,$(wildcard model_repository/*/export.py))
 SERVICES := ingest preprocess router postprocess
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: help venv servers models demo test test-unit test-integration lint format up bench-runtime clean
+.PHONY: help venv servers models demo test test-unit test-integration lint format up bench bench-runtime clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -45,7 +46,7 @@ test: servers models lint  ## lint, type-check, unit + contract + integration te
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv  ## only the fast tests (no servers)
-	$(PY) -m pytest tests/unit tests/contract $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit tests/contract loadtests/tests $(PYTEST_ARGS)
 
 test-integration: servers models
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
@@ -61,6 +62,9 @@ format: venv
 
 up: servers models  ## run the whole local stack in the foreground (Ctrl-C stops it)
 	$(PY) -m natriton.devstack.stack
+
+bench: servers models  ## load-test suite (~5-6 min): loadtests/results/*.json+png, docs/benchmarks.md
+	$(PY) -m loadtests.bench $(BENCH_ARGS)
 
 bench-runtime: servers  ## FastStream vs thin runtime vs raw nats-py (docs/decisions/0001)
 	$(PY) -m loadtests.runtime_choice.bench

@@ -1,0 +1,1 @@
+"""Natriton benchmarks and load tests (``python -m loadtests.bench``)."""

@@ -1,0 +1,1 @@
+"""Unit tests of the load-test harness (pure parts, no sockets)."""
