@@ -21,7 +21,18 @@ from natriton import subjects
 from natriton.cache import ResultCache, cache_key
 from natriton.catalog import ModelCatalog, RouteTable
 from natriton.errors import ErrorCode, MeshError
-from natriton.messages import CacheEntry, Codec, ErrorReply, InferResponse, Job, ModelInfo, PreprocessTask, Reply
+from natriton.messages import (
+    CacheEntry,
+    Codec,
+    ErrorReply,
+    InferResponse,
+    InferTask,
+    Job,
+    ModelInfo,
+    PreprocessTask,
+    Reply,
+    TensorInput,
+)
 from natriton.pipeline import REPLY_CODEC, error_reply
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton.telemetry import inject
@@ -29,7 +40,8 @@ from natriton_ingest.logic import Admitted, admit, wants_json
 from natriton_ingest.settings import Settings
 
 log = logging.getLogger(__name__)
-TASKS: Codec[PreprocessTask] = Codec(PreprocessTask)
+PREPROCESS_TASKS: Codec[PreprocessTask] = Codec(PreprocessTask)
+INFER_TASKS: Codec[InferTask] = Codec(InferTask)
 CACHE_ENTRIES: Codec[CacheEntry] = Codec(CacheEntry)
 
 
@@ -144,6 +156,7 @@ class IngestApp:
         return version or f"auto:{info.latest_version}:r{self.routes.revision(info.name)}"
 
     async def _lead(self, admitted: Admitted, key: str, task: PreprocessTask) -> Reply:
+        """Send one request into the pipeline as the leader of any identical ones that arrive meanwhile."""
         model = task.job.model
         if self.pending_per_model[model] >= self.settings.max_pending_per_model:
             self.counts["rejected_overloaded"] += 1
@@ -173,12 +186,21 @@ class IngestApp:
         return reply
 
     async def _through_pipeline(self, admitted: Admitted, task: PreprocessTask) -> Reply:
+        """Publish the first hop and wait for the one reply (or the deadline).
+
+        Ready-made tensors need no preprocessing: they go straight to the router, which validates them
+        against the model anyway (one hop and one copy of the payload fewer).
+        """
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.pending[admitted.request_id] = future
         out = {h.REQUEST_ID: admitted.request_id, h.DEADLINE: str(admitted.deadline_ms), h.REPLY_TO: self.reply_subject}
         inject(out)
         try:
-            await self.runtime.publish(subjects.PREPROCESS, TASKS.encode(task), out)
+            if isinstance(task.input, TensorInput):
+                infer = InferTask(job=task.job, inputs=task.input.tensors)
+                await self.runtime.publish(subjects.ROUTE, INFER_TASKS.encode(infer), out)
+            else:
+                await self.runtime.publish(subjects.PREPROCESS, PREPROCESS_TASKS.encode(task), out)
             async with asyncio.timeout(_budget_s(admitted)):
                 data = await future
         except TimeoutError as exc:
