@@ -330,6 +330,7 @@ def markdown(
     why = _why_missed(summary, results)
     if why:
         out += ["### Where the misses come from (CPU accounting of this run)", "", *why, ""]
+        out += ["### What would fix them", "", *_remedies(summary), ""]
     if failures:
         out += ["## Scenarios that failed", ""]
         out += [f"- `{name}`: {why}" for name, why in failures.items()]
@@ -368,6 +369,37 @@ def _services_cpu(cpu: Mapping[str, float]) -> tuple[float, str]:
     return sum(v for _, v in parts), ", ".join(f"{s} {v:,.0f}" for s, v in parts)
 
 
+REMEDIES = {
+    "added_latency_p50_ms": (
+        "Added latency: stop copying the frame on every hop — store it once (Redis/NATS object store with a TTL, or "
+        "Triton system shared memory when the router sits beside Triton) and pass a ~200 B reference (the transport "
+        "notes measured ~14k msgs/s for references vs ~1.1k for 150 KB frames). On this host the raw nats-py 4-hop "
+        "chain alone takes ~3.3 ms p50 at 150 KB (loadtests/results/runtime_choice.md), so 1 ms cannot be met by "
+        "moving 150 KB frames through Python hops here."
+    ),
+    "noop_vs_raw_nats_ratio_4kb": (
+        "No-op at 4 KB: the mesh does ~2.5x the per-message CPU of the raw relays (more hops: the reply path back "
+        "through ingest, the gRPC call, spans, deadlines). Fixes in order of size: more copies of each service on "
+        "more cores (each is stateless), coalescing nats-py's per-message socket writes, a compiled ingest."
+    ),
+    "cache_hit_p99_ms": (
+        "Cache-hit p99: the host's 2 cores run the generator, ingest, nats-server and redis together; a second "
+        "ingest copy (queue group) or the generator on another host removes the queueing that makes the tail."
+    ),
+    "overload_reject_p99_ms": (
+        "Overload rejects: a reject waits for a CPU while Triton's CPU inference saturates the host; pinning Triton "
+        "to one core (taskset / cpuset in compose) keeps the other for the mesh. On a GPU host Triton does not compete "
+        "for the CPU at all."
+    ),
+}
+
+
+def _remedies(summary: Mapping[str, Any]) -> list[str]:
+    """What would fix each missed target (known remedies, not measurements)."""
+    missed = [t["key"] for t in summary.get("targets", []) if t["status"] == "miss"]
+    return [f"- {REMEDIES[key]}" for key in missed if key in REMEDIES]
+
+
 def _why_missed(summary: Mapping[str, Any], results: Mapping[str, dict[str, Any]]) -> list[str]:
     """One line per missed target with the numbers of this run that explain it (CPU µs per request)."""
     missed = {t["key"] for t in summary.get("targets", []) if t["status"] == "miss"}
@@ -394,8 +426,9 @@ def _why_missed(summary: Mapping[str, Any], results: Mapping[str, dict[str, Any]
                 f"- Added latency: at concurrency 1 (one request at a time, so this work lies on its path; it includes "
                 f"each process's background work) the services used {total:,.0f} µs of CPU per request ({parts}) "
                 f"and nats-server {cpu.get('nats-server', 0):,.0f} µs. The "
-                "150 KB tensor crosses NATS three times (producer → ingest → preprocess → router) before the "
-                "router's gRPC call to Triton, where the direct client makes that one gRPC call."
+                "150 KB tensor crosses NATS twice (producer → ingest → router) before the router's gRPC call to "
+                "Triton, where the direct client makes that one gRPC call; the answer then takes three small hops "
+                "back (router → postprocess → ingest → producer)."
             )
     noop = results.get(NOOP_VS_RAW) or {}
     for size, entry in sorted((noop.get("by_payload") or {}).items(), key=lambda kv: int(kv[0])):
