@@ -41,6 +41,8 @@ import nats
 import uvloop
 from nats.aio.client import Client
 
+from loadtests.harness.stack import cpu_seconds
+
 from .common import HOPS, Hop, chain_subjects
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -96,15 +98,6 @@ class Children:
     def stop_all(self) -> None:
         """Stop every child still known (relays first, the server last)."""
         self.stop(list(reversed(self.procs)))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` from /proc (0 where /proc is missing)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def start_nats_server(children: Children, binary: str, tmp: Path) -> tuple[str, subprocess.Popen[bytes]]:
