@@ -123,9 +123,9 @@ class IngestApp:
         info, version = self.catalog.require(request.model, request.version)
         if not request.version:
             version = ""  # the router's routing policy chooses
-        key = cache_key(info.name, self._cache_version(info, version), request.input, request.top_k)
-        if not request.use_cache:
-            key = ""
+        key = ""
+        if request.use_cache:
+            key = cache_key(info.name, self._cache_version(info, version), request.input, request.top_k)
         if key:
             cached = await self.cache.get(key)
             if cached is not None:
