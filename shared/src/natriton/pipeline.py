@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, TypeVar
+
+import msgspec
 
 from natriton import headers as h
 from natriton import subjects
-from natriton.errors import ErrorCode, MeshError
+from natriton.errors import ErrorCode, MeshError, invalid_argument
 from natriton.messages import Codec, ErrorReply, Reply
 from natriton.runtime import Handler, Inbound, ServiceRuntime
 from natriton.telemetry import inject
 
 ROUTING_HEADERS: Final[tuple[str, ...]] = (h.REQUEST_ID, h.DEADLINE, h.REPLY_TO)
 REPLY_CODEC: Final[Codec[Reply]] = Codec(Reply)
+
+
+T = TypeVar("T")
+
+
+def decode_task(codec: Codec[T], inbound: Inbound) -> T:
+    """Decode an internal message; a malformed one is an ``invalid_argument`` error for its owner."""
+    try:
+        return codec.decode(inbound.data)
+    except msgspec.MsgspecError as exc:
+        raise invalid_argument(f"malformed message on {inbound.subject}: {exc}") from exc
 
 
 def next_hop_headers(incoming: dict[str, str]) -> dict[str, str]:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import msgspec
-
 from natriton import headers, subjects
 from natriton.cache import ResultCache
 from natriton.catalog import ModelCatalog
-from natriton.errors import invalid_argument
 from natriton.messages import CacheEntry, Codec, InferResponse, PostprocessTask
-from natriton.pipeline import reply_to_owner, serve_stage
+from natriton.pipeline import decode_task, reply_to_owner, serve_stage
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton_postprocess.logic import to_result
 from natriton_postprocess.settings import Settings
@@ -37,10 +34,7 @@ class PostprocessApp:
 
     async def handle(self, inbound: Inbound) -> None:
         """PostprocessTask → InferResponse (cached under the job's key)."""
-        try:
-            task = TASKS.decode(inbound.data)
-        except msgspec.MsgspecError as exc:
-            raise invalid_argument(f"malformed postprocess task: {exc}") from exc
+        task = decode_task(TASKS, inbound)
         job = task.job
         info, _ = self.catalog.require(job.model, job.version)
         result = to_result(info, task.outputs, job)

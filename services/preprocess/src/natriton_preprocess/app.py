@@ -9,9 +9,8 @@ import msgspec
 
 from natriton import subjects
 from natriton.catalog import ModelCatalog
-from natriton.errors import invalid_argument
 from natriton.messages import Codec, ImageInput, InferTask, PreprocessTask, Tensor, TextInput
-from natriton.pipeline import check_deadline, next_hop_headers, serve_stage
+from natriton.pipeline import check_deadline, decode_task, next_hop_headers, serve_stage
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton_preprocess.logic import DecodeLimits, ImageLayout, check_tensors, prepare_image
 from natriton_preprocess.settings import Settings
@@ -40,10 +39,7 @@ class PreprocessApp:
 
     async def handle(self, inbound: Inbound) -> None:
         """PreprocessTask → InferTask."""
-        try:
-            task = TASKS.decode(inbound.data)
-        except msgspec.MsgspecError as exc:
-            raise invalid_argument(f"malformed preprocess task: {exc}") from exc
+        task = decode_task(TASKS, inbound)
         check_deadline(inbound.headers, "preprocess")
         info, _ = self.catalog.require(task.job.model, task.job.version)
         job = task.job

@@ -18,7 +18,7 @@ from natriton import headers, subjects
 from natriton.catalog import RouteTable, open_bucket, publish_model
 from natriton.errors import ErrorCode, MeshError, invalid_argument
 from natriton.messages import Codec, InferTask, ModelInfo, PostprocessTask, Tensor
-from natriton.pipeline import check_deadline, next_hop_headers, serve_stage
+from natriton.pipeline import check_deadline, decode_task, next_hop_headers, serve_stage
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton.subjects import MODELS_BUCKET
 from natriton.tensors import check_against_specs
@@ -88,10 +88,7 @@ class RouterApp:
     # ------------------------------------------------------------------ request path
     async def handle(self, inbound: Inbound) -> None:
         """InferTask → version choice → admission → (batched) inference → PostprocessTask."""
-        try:
-            task = TASKS.decode(inbound.data)
-        except msgspec.MsgspecError as exc:
-            raise invalid_argument(f"malformed infer task: {exc}") from exc
+        task = decode_task(TASKS, inbound)
         check_deadline(inbound.headers, "routing")
         job = task.job
         info = self.models.get(job.model)
