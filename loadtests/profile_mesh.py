@@ -62,7 +62,7 @@ def top_frames(raw_path: Path, n: int = 12) -> dict[str, Any]:
 
 async def drive(stack: MeshStack, load: str, duration_s: float, progress: Progress) -> int:
     """Run one load for ``duration_s``; returns the completed requests."""
-    from natriton.devstack.images import sample_photos
+    from natriton_dev.images import sample_photos
 
     nc = await nats.connect(stack.nats_url, pending_size=16 * 1024 * 1024)
     requester = MeshRequester(nc)

@@ -15,7 +15,7 @@ Three kinds:
     ``loadtests/runtime_choice``, at each of ``payload_bytes`` and ``concurrencies``.
 
 Every scenario names its ``model``, ``deadline_ms`` (sent as ``Natriton-Timeout-Ms``) and a ``[payload]``: an
-``image`` (a name from ``natriton.devstack.images.sample_photos()``) or a ``tensor`` (``name``, ``datatype``,
+``image`` (a name from ``natriton_dev.images.sample_photos()``) or a ``tensor`` (``name``, ``datatype``,
 ``shape``); ``use_cache`` (default false) and ``top_k``.
 """
 

@@ -1,4 +1,4 @@
-"""The mesh under test: ``natriton.devstack`` servers plus the four services, with per-service settings.
+"""The mesh under test: ``natriton_dev`` servers plus the four services, with per-service settings.
 
 ``LocalStack`` starts nats-server, redis-server and tritonserver; the services are started here (not by
 ``LocalStack``) so one service can get its own environment (e.g. ingest's admission limit for the overload
@@ -18,8 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from natriton.devstack.mesh import SERVICES, ServiceProcess
-from natriton.devstack.stack import DEFAULT_MODEL_REPOSITORY, LocalStack
+from natriton_dev.mesh import SERVICES, ServiceProcess
+from natriton_dev.stack import DEFAULT_MODEL_REPOSITORY, LocalStack
 
 log = logging.getLogger(__name__)
 CLK_TCK = os.sysconf("SC_CLK_TCK")

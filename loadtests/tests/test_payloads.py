@@ -12,7 +12,6 @@ from PIL import Image
 from loadtests.harness.loadgen import classify
 from loadtests.harness.payloads import body_factory, noop_body, random_array, unique_jpeg
 from loadtests.harness.scenario import Payload, TensorPayload
-from natriton.devstack.images import encode_jpeg
 from natriton.errors import ErrorCode
 from natriton.messages import (
     Classification,
@@ -25,6 +24,7 @@ from natriton.messages import (
     Reply,
     TensorInput,
 )
+from natriton_dev.images import encode_jpeg
 
 REQUEST: Codec[InferRequest] = Codec(InferRequest)
 REPLY: Codec[Reply] = Codec(Reply)

@@ -16,8 +16,10 @@ import msgspec
 import pytest
 
 from natriton import headers, messages, subjects
+from natriton_client import protocol
 from natriton.errors import ErrorCode
 from natriton.messages import (
+    Batch,
     CacheEntry,
     Classification,
     ClassScore,
@@ -117,10 +119,12 @@ EXAMPLES: list[tuple[Any, Any, str | None]] = [
     (RoutePolicy(model="m", weights={"1": 90.0, "2": 10.0}, shadow_version="2"), RoutePolicy, "route_policy"),
     (InferResponse(request_id="r", model="m", version="1", result=CLASSIFICATION), Reply, "infer_response"),
     (ErrorReply(request_id="r", code=ErrorCode.INTERNAL, message="boom"), Reply, "error"),
+    (Batch(items=(CLASSIFICATION, RawOutputs(tensors=(LOGITS,)))), Result, "batch"),
 ]
 IDS = [f"{type(m).__name__}-as-{getattr(t, '__name__', 'union')}-{i}" for i, (m, t, _) in enumerate(EXAMPLES)]
 
 ALL_TAGS = {
+    "batch",
     "text",
     "detections",
     "embedding",
@@ -144,7 +148,9 @@ def _struct_types() -> list[type[msgspec.Struct]]:
     return [
         obj
         for _, obj in inspect.getmembers(messages, inspect.isclass)
-        if issubclass(obj, msgspec.Struct) and obj.__module__ == messages.__name__
+        if issubclass(obj, msgspec.Struct)
+        and obj.__module__ in (messages.__name__, protocol.__name__)
+        and not obj.__name__.startswith("_")
     ]
 
 
@@ -207,6 +213,7 @@ PINNED_FIELDS = {
         "preferred_batch_sizes",
     ),
     "TextInput": ("text",),
+    "Batch": ("items",),
     "Detection": ("label", "score", "box"),
     "Detections": ("detections", "image_width", "image_height"),
     "Embedding": ("vector",),

@@ -15,10 +15,10 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
 
-from natriton.client import MeshClient
-from natriton.devstack.images import sample_photos
-from natriton.devstack.otlp import OtlpSink
-from natriton.devstack.stack import LocalStack
+from natriton_client.aio import MeshClient
+from natriton_dev.images import sample_photos
+from natriton_dev.otlp import OtlpSink
+from natriton_dev.stack import LocalStack
 
 
 @pytest.fixture(scope="session")

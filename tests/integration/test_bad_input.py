@@ -10,11 +10,11 @@ from nats.aio.client import Client as NATS
 from PIL import Image
 
 from natriton import headers
-from natriton.client import MeshClient
-from natriton.devstack.images import encode_png
 from natriton.errors import ErrorCode
 from natriton.messages import Codec, ErrorReply, ImageInput, InferRequest, InferResponse, Reply
 from natriton.tensors import to_tensor
+from natriton_client.aio import MeshClient
+from natriton_dev.images import encode_png
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 MODEL = "mobilenet_v2"

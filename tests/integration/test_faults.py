@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from natriton.client import MeshClient
-from natriton.devstack.stack import LocalStack
 from natriton.errors import ErrorCode
 from natriton.messages import ErrorReply, InferResponse
+from natriton_client.aio import MeshClient
+from natriton_dev.stack import LocalStack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 MODEL = "mobilenet_v2"

@@ -13,11 +13,11 @@ import pytest
 from nats.aio.client import Client as NATS
 from PIL import Image
 
-from natriton.client import MeshClient
-from natriton.devstack.otlp import OtlpSink
-from natriton.devstack.stack import LocalStack
 from natriton.messages import Classification, InferResponse, Reply
 from natriton.tensors import to_tensor
+from natriton_client.aio import MeshClient
+from natriton_dev.otlp import OtlpSink
+from natriton_dev.stack import LocalStack
 from tests.integration.conftest import triton_inference_count
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

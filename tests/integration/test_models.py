@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from natriton.client import MeshClient
-from natriton.devstack.images import encode_jpeg
 from natriton.messages import Detections, Embedding, InferResponse, RawOutputs, Reply
 from natriton.tensors import to_array, to_tensor
+from natriton_client.aio import MeshClient
+from natriton_dev.images import encode_jpeg
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from nats.aio.client import Client as NATS
 
-from natriton.client import MeshClient
-from natriton.devstack.images import encode_png
-from natriton.devstack.otlp import OtlpSink
-from natriton.devstack.stack import LocalStack
 from natriton.errors import ErrorCode
 from natriton.messages import ErrorReply, InferResponse, RawOutputs, Reply
 from natriton.tensors import to_array, to_tensor
+from natriton_client.aio import MeshClient
+from natriton_dev.images import encode_png
+from natriton_dev.otlp import OtlpSink
+from natriton_dev.stack import LocalStack
 from tests.integration.conftest import triton_inference_count
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

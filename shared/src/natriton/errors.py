@@ -1,4 +1,4 @@
-"""Typed error codes shared by every service and every client.
+"""Typed errors: the public :class:`ErrorCode` and the exception the services raise to answer with one.
 
 A client branches on :class:`ErrorCode`; the numeric code travels in the NATS micro
 ``Nats-Service-Error-Code`` header so tools that only know NATS micro understand it too.
@@ -6,40 +6,9 @@ A client branches on :class:`ErrorCode`; the numeric code travels in the NATS mi
 
 from __future__ import annotations
 
-import enum
+from natriton_client.protocol import ErrorCode
 
-
-class ErrorCode(enum.StrEnum):
-    """What went wrong, in a form a client can branch on."""
-
-    INVALID_ARGUMENT = "invalid_argument"
-    NOT_FOUND = "not_found"
-    PAYLOAD_TOO_LARGE = "payload_too_large"
-    DEADLINE_EXCEEDED = "deadline_exceeded"
-    OVERLOADED = "overloaded"
-    UNAVAILABLE = "unavailable"
-    INTERNAL = "internal"
-
-    @property
-    def status(self) -> int:
-        """The HTTP-like number sent in ``Nats-Service-Error-Code``."""
-        return _STATUS[self]
-
-    @property
-    def retryable(self) -> bool:
-        """Whether sending the same request again later may succeed."""
-        return self in (ErrorCode.DEADLINE_EXCEEDED, ErrorCode.OVERLOADED, ErrorCode.UNAVAILABLE)
-
-
-_STATUS: dict[ErrorCode, int] = {
-    ErrorCode.INVALID_ARGUMENT: 400,
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.PAYLOAD_TOO_LARGE: 413,
-    ErrorCode.OVERLOADED: 429,
-    ErrorCode.INTERNAL: 500,
-    ErrorCode.UNAVAILABLE: 503,
-    ErrorCode.DEADLINE_EXCEEDED: 504,
-}
+__all__ = ["ErrorCode", "MeshError", "invalid_argument"]
 
 
 class MeshError(Exception):

@@ -1,39 +1,32 @@
-"""NATS header names: request id, deadline, reply routing and trace context travel here, not in bodies."""
+"""NATS header names: request id, deadline, reply routing and trace context travel here, not in bodies.
+
+The public names come from :class:`natriton_client.protocol.Header`; the internal ones are defined here.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Final
 
-REQUEST_ID: Final = "Natriton-Request-Id"
-"""Set by ingest (or kept when the producer sends one); echoed in the reply."""
+from natriton_client.protocol import JSON, MSGPACK, Header, now_ms
 
-TIMEOUT_MS: Final = "Natriton-Timeout-Ms"
-"""Producer's relative budget in milliseconds (optional)."""
+__all__ = ["JSON", "MSGPACK", "now_ms", "remaining_ms"]
 
-DEADLINE: Final = "Natriton-Deadline"
-"""Absolute deadline, Unix epoch milliseconds. Producers may send it instead of a timeout."""
+REQUEST_ID: Final = Header.REQUEST_ID
+TIMEOUT_MS: Final = Header.TIMEOUT_MS
+DEADLINE: Final = Header.DEADLINE
+RESULTS_TO: Final = Header.RESULTS_TO
+CONTENT_TYPE: Final = Header.CONTENT_TYPE
+CACHE: Final = Header.CACHE
+TRACEPARENT: Final = Header.TRACEPARENT
+SERVICE_ERROR: Final = Header.SERVICE_ERROR
+SERVICE_ERROR_CODE: Final = Header.SERVICE_ERROR_CODE
 
 REPLY_TO: Final = "Natriton-Reply-To"
 """Internal: the ingest instance's reply subject that owns the request."""
-
-CONTENT_TYPE: Final = "Content-Type"
-"""``application/msgpack`` (default) or ``application/json``; the reply uses the request's encoding."""
-
-CACHE: Final = "Natriton-Cache"
-"""On replies: ``hit`` when answered from the result cache, ``miss`` otherwise."""
-
-TRACEPARENT: Final = "traceparent"
-SERVICE_ERROR: Final = "Nats-Service-Error"
-SERVICE_ERROR_CODE: Final = "Nats-Service-Error-Code"
-
-JSON: Final = "application/json"
-MSGPACK: Final = "application/msgpack"
-
-
-def now_ms() -> int:
-    """Wall-clock time in epoch milliseconds (deadlines are absolute so they survive hops)."""
-    return int(time.time() * 1000)
+MESH_ID: Final = "Natriton-Mesh-Id"
+"""Internal: the id ingest gives every request it accepts; replies are correlated on it (never on the
+producer's ``Natriton-Request-Id``, which producers may reuse)."""
 
 
 def remaining_ms(headers: dict[str, str] | None) -> float | None:

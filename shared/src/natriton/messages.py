@@ -1,38 +1,71 @@
-"""The wire contract, version 1: every message that crosses NATS, as msgspec Structs.
+"""The wire contract, version 1: the public messages (from :mod:`natriton_client.protocol`) and the internal ones.
 
-Rules (see docs/protocol.md):
-- every Struct is frozen and keyword-only; messages sent on their own are tagged with an explicit
-  snake_case ``type`` so renaming a class never changes the wire;
-- fields are only ever added, with defaults; never reordered or retyped (anything else is a new tag
-  or a ``natriton.v2`` subject); unknown fields are ignored so older readers keep working;
-- tensors are shape + Triton datatype + raw little-endian bytes, never lists of numbers;
-- request id, deadline and trace context travel in NATS headers (:mod:`natriton.headers`), not here.
-
-The public messages (what producers send and receive) are :class:`InferRequest` and :data:`Reply`.
-Everything under "internal" flows between the four services only.
+The public protocol (what producers send and receive) is defined once, in the slim ``natriton-client``
+package, and re-exported here. Everything defined in this module flows between the four services only
+(or lives in the mesh's NATS KV buckets). The rules of :mod:`natriton_client.protocol` apply to it too.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final, Generic, TypeAlias, TypeVar
+from typing import Any, Final
 
 import msgspec
 
-from natriton.errors import ErrorCode
+from natriton_client.protocol import (
+    Batch,
+    Classification,
+    ClassScore,
+    Codec,
+    Detection,
+    Detections,
+    Embedding,
+    ErrorReply,
+    ImageInput,
+    InferRequest,
+    InferResponse,
+    InputPayload,
+    ItemResult,
+    PublicRequest,
+    RawOutputs,
+    Reply,
+    Result,
+    Tensor,
+    TensorInput,
+    TextInput,
+)
+
+__all__ = [
+    "Batch",
+    "CacheEntry",
+    "ClassScore",
+    "Classification",
+    "Codec",
+    "Detection",
+    "Detections",
+    "Embedding",
+    "ErrorReply",
+    "ImageInput",
+    "InferRequest",
+    "InferResponse",
+    "InferTask",
+    "InputPayload",
+    "ItemResult",
+    "Job",
+    "ModelInfo",
+    "PostprocessTask",
+    "PreprocessTask",
+    "PublicRequest",
+    "RawOutputs",
+    "Reply",
+    "Result",
+    "RoutePolicy",
+    "Tensor",
+    "TensorInput",
+    "TensorSpec",
+    "TextInput",
+]
 
 _STRUCT_OPTIONS: Final[dict[str, Any]] = {"frozen": True, "kw_only": True, "tag_field": "type"}
-
-
-# --------------------------------------------------------------------------------------------
-# Tensors
-# --------------------------------------------------------------------------------------------
-class Tensor(msgspec.Struct, frozen=True, kw_only=True):
-    """One named tensor: Triton datatype name (``FP32``, ``UINT8``, ...), shape, raw little-endian bytes."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-    data: bytes
 
 
 class TensorSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,110 +74,6 @@ class TensorSpec(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     datatype: str
     shape: tuple[int, ...]
-
-
-# --------------------------------------------------------------------------------------------
-# Public: what a producer sends to ``natriton.v1.infer``
-# --------------------------------------------------------------------------------------------
-class ImageInput(msgspec.Struct, tag="image", **_STRUCT_OPTIONS):
-    """An encoded image (JPEG or PNG); preprocess decodes it and shapes it as the model declares."""
-
-    data: bytes
-
-
-class TensorInput(msgspec.Struct, tag="tensors", **_STRUCT_OPTIONS):
-    """Ready-made tensors, one per model input, each with the batch dimension (usually 1) first."""
-
-    tensors: tuple[Tensor, ...]
-
-
-class TextInput(msgspec.Struct, tag="text", **_STRUCT_OPTIONS):
-    """Text for language models; preprocess tokenises it with the model's declared tokenizer."""
-
-    text: str
-
-
-InputPayload: TypeAlias = ImageInput | TensorInput | TextInput
-
-
-class InferRequest(msgspec.Struct, tag="infer_request", **_STRUCT_OPTIONS):
-    """An inference request. ``version`` empty means "the latest ready version"."""
-
-    model: str
-    input: InputPayload
-    version: str = ""
-    top_k: int = 5
-    use_cache: bool = True
-
-
-# --------------------------------------------------------------------------------------------
-# Public: what comes back
-# --------------------------------------------------------------------------------------------
-class ClassScore(msgspec.Struct, frozen=True, kw_only=True):
-    """One class of a classification: index into the model's label set, its name, softmax probability."""
-
-    index: int
-    label: str
-    score: float
-
-
-class Classification(msgspec.Struct, tag="classification", **_STRUCT_OPTIONS):
-    """The top-k classes, best first."""
-
-    classes: tuple[ClassScore, ...]
-
-
-class Detection(msgspec.Struct, frozen=True, kw_only=True):
-    """One detected object: class name, score, box in pixels of the original image (x1, y1, x2, y2)."""
-
-    label: str
-    score: float
-    box: tuple[float, float, float, float]
-
-
-class Detections(msgspec.Struct, tag="detections", **_STRUCT_OPTIONS):
-    """Objects found in an image after non-maximum suppression, best first."""
-
-    detections: tuple[Detection, ...]
-    image_width: int
-    image_height: int
-
-
-class Embedding(msgspec.Struct, tag="embedding", **_STRUCT_OPTIONS):
-    """A vector representation (e.g. of a sentence), L2-normalised when the model says so."""
-
-    vector: Tensor
-
-
-class RawOutputs(msgspec.Struct, tag="raw_outputs", **_STRUCT_OPTIONS):
-    """The model's output tensors as they came from Triton (models without a known task)."""
-
-    tensors: tuple[Tensor, ...]
-
-
-Result: TypeAlias = Classification | Detections | Embedding | RawOutputs
-
-
-class InferResponse(msgspec.Struct, tag="infer_response", **_STRUCT_OPTIONS):
-    """A successful answer. ``cached`` is true when it came from the result cache without inference."""
-
-    request_id: str
-    model: str
-    version: str
-    result: Result
-    cached: bool = False
-
-
-class ErrorReply(msgspec.Struct, tag="error", **_STRUCT_OPTIONS):
-    """A typed failure. ``retry_after_ms`` is a hint for ``overloaded``/``unavailable``."""
-
-    request_id: str
-    code: ErrorCode
-    message: str
-    retry_after_ms: int | None = None
-
-
-Reply: TypeAlias = InferResponse | ErrorReply
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,27 +155,3 @@ class RoutePolicy(msgspec.Struct, tag="route_policy", **_STRUCT_OPTIONS):
     weights: dict[str, float] = {}
     shadow_version: str = ""
     shadow_fraction: float = 1.0
-
-
-# --------------------------------------------------------------------------------------------
-# Codecs: build once per process, reuse.
-# --------------------------------------------------------------------------------------------
-T = TypeVar("T")
-
-
-class Codec(Generic[T]):
-    """A msgpack encoder/decoder pair for one message type (a Struct or a tagged union)."""
-
-    def __init__(self, message_type: Any) -> None:
-        self._decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(message_type)
-        self._json_decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(message_type)
-        self._encoder = msgspec.msgpack.Encoder()
-        self._json_encoder = msgspec.json.Encoder()
-
-    def decode(self, data: bytes, *, json: bool = False) -> T:
-        """Decode, raising :class:`msgspec.ValidationError`/:class:`msgspec.DecodeError` on bad input."""
-        return self._json_decoder.decode(data) if json else self._decoder.decode(data)
-
-    def encode(self, message: T, *, json: bool = False) -> bytes:
-        """Encode as msgpack (default) or JSON (bytes become base64 strings)."""
-        return self._json_encoder.encode(message) if json else self._encoder.encode(message)

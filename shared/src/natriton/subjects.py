@@ -1,16 +1,19 @@
-"""Subject names and queue groups: the addresses of the mesh (all versioned ``natriton.v1.*``)."""
+"""Subject names and queue groups: the addresses of the mesh (all versioned ``natriton.v1.*``).
+
+The public subjects come from :mod:`natriton_client.protocol`; the internal ones are defined here.
+"""
 
 from __future__ import annotations
 
 from typing import Final
 
-PREFIX: Final = "natriton.v1"
+from natriton_client.protocol import INFER_SUBJECT, RESULTS_PREFIX, SUBJECT_PREFIX, results_subject
 
-INFER: Final = f"{PREFIX}.infer"
-"""Public request/reply endpoint of ingest. A request without a reply subject is fire-and-forget:
-its answer is published on :func:`results_subject` instead."""
+__all__ = ["INFER", "RESULTS_PREFIX", "results_subject"]
 
-RESULTS_PREFIX: Final = f"{PREFIX}.results"
+PREFIX: Final = SUBJECT_PREFIX
+INFER: Final = INFER_SUBJECT
+"""Public request/reply endpoint of ingest (fire-and-forget with ``Natriton-Results-To``)."""
 
 PREPROCESS: Final = f"{PREFIX}.internal.preprocess"
 ROUTE: Final = f"{PREFIX}.internal.route"
@@ -19,16 +22,10 @@ REPLIES_PREFIX: Final = f"{PREFIX}.internal.replies"
 """Each ingest instance listens on ``<prefix>.<instance id>`` for the answers to the requests it accepted."""
 
 MODELS_BUCKET: Final = "natriton_models"
-"""NATS KV bucket with one :class:`natriton.messages.ModelInfo` per model, written by the router."""
-
+"""NATS KV bucket with one :class:`natriton.messages.ModelInfo` per model (JSON), written by the router."""
 
 ROUTES_BUCKET: Final = "natriton_routes"
-"""NATS KV bucket with one :class:`natriton.messages.RoutePolicy` per model, changed at run time by operators."""
-
-
-def results_subject(model: str) -> str:
-    """Where answers to fire-and-forget requests for ``model`` are published."""
-    return f"{RESULTS_PREFIX}.{model}"
+"""NATS KV bucket with one :class:`natriton.messages.RoutePolicy` per model (JSON), changed by operators."""
 
 
 def replies_subject(instance_id: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from natriton.devstack.process import free_port
+from natriton_dev.process import free_port
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from natriton.client import MeshClient
-from natriton.devstack.images import sample_photos
-from natriton.devstack.stack import LocalStack
-from natriton.devstack.triton import SHM_DIR
 from natriton.messages import Classification, Detections, Embedding, ErrorReply, InferResponse, Reply
 from natriton.tensors import to_array
+from natriton_client.aio import MeshClient
+from natriton_dev.images import sample_photos
+from natriton_dev.stack import LocalStack
+from natriton_dev.triton import SHM_DIR
 
 MODEL = "mobilenet_v2"
 

@@ -10,9 +10,20 @@ from collections.abc import Sequence
 import nats
 from nats.aio.client import Client as NATS
 
-from natriton import headers as h
-from natriton import subjects
-from natriton.messages import Codec, ImageInput, InferRequest, InputPayload, Reply, Tensor, TensorInput, TextInput
+from natriton_client.protocol import (
+    INFER_SUBJECT,
+    JSON,
+    MSGPACK,
+    Codec,
+    Header,
+    ImageInput,
+    InferRequest,
+    InputPayload,
+    Reply,
+    Tensor,
+    TensorInput,
+    TextInput,
+)
 
 _REQUEST: Codec[InferRequest] = Codec(InferRequest)
 _REPLY: Codec[Reply] = Codec(Reply)
@@ -82,10 +93,10 @@ class MeshClient:
         extra_headers: dict[str, str] | None = None,
     ) -> Reply:
         """Send an already-encoded body (any bytes, valid or not) and decode the reply."""
-        out = {h.TIMEOUT_MS: str(int(timeout_s * 1000)), h.CONTENT_TYPE: h.JSON if json else h.MSGPACK}
+        out = {Header.TIMEOUT_MS: str(int(timeout_s * 1000)), Header.CONTENT_TYPE: JSON if json else MSGPACK}
         if request_id:
-            out[h.REQUEST_ID] = request_id
+            out[Header.REQUEST_ID] = request_id
         out.update(extra_headers or {})
         # a little longer than the mesh's own deadline, so the mesh's deadline_exceeded reply wins
-        msg = await self.nc.request(subjects.INFER, body, timeout=timeout_s + 1.0, headers=out)
+        msg = await self.nc.request(INFER_SUBJECT, body, timeout=timeout_s + 1.0, headers=out)
         return _REPLY.decode(msg.data, json=json)

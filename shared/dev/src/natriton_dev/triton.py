@@ -5,7 +5,7 @@ the python backend plus the stub for the running Python, ``LD_LIBRARY_PATH`` wit
 interpreter's libpython, the venv first on ``PATH`` (the stub finds its interpreter through ``python3``), a ready
 timeout (a stub that cannot start makes Triton hang) and removal of the shared-memory regions a killed server leaves.
 
-CLI: ``python -m natriton.devstack.triton --model-repository model_repository --workdir /tmp/triton``.
+CLI: ``python -m natriton_dev.triton --model-repository model_repository --workdir /tmp/triton``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from natriton.devstack.process import ManagedProcess, free_port
+from natriton_dev.process import ManagedProcess, free_port
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ class TritonServer(ManagedProcess):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Start a server, log its URLs, and stop it cleanly on SIGTERM/SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m natriton.devstack.triton", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m natriton_dev.triton", description=__doc__.splitlines()[0])
     parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--workdir", type=Path, required=True, help="backend dir and tritonserver.log go here")
     parser.add_argument("--http-port", type=int, default=0, help="0 = pick a free port")

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from natriton.devstack.process import ManagedProcess, wait_until
+from natriton_dev.process import ManagedProcess, wait_until
 
 SERVICES = ("router", "preprocess", "postprocess", "ingest")
 """Start order: the router publishes the model catalog the others read."""

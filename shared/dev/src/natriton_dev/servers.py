@@ -7,7 +7,7 @@ import socket
 import sys
 from pathlib import Path
 
-from natriton.devstack.process import ManagedProcess, free_port, wait_until
+from natriton_dev.process import ManagedProcess, free_port, wait_until
 
 
 class ServerNotFoundError(RuntimeError):

@@ -5,7 +5,7 @@ Used by ``make demo``, the integration tests and the load tests::
     with LocalStack(workdir) as stack:
         ...  # stack.nats_url, stack.triton.grpc_url, stack.redis_url
 
-``python -m natriton.devstack.stack`` runs it in the foreground until Ctrl-C/SIGTERM.
+``python -m natriton_dev.stack`` runs it in the foreground until Ctrl-C/SIGTERM.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Self
 
-from natriton.devstack.mesh import SERVICES, ServiceProcess
-from natriton.devstack.servers import NatsServer, RedisServer
-from natriton.devstack.triton import TritonServer
+from natriton_dev.mesh import SERVICES, ServiceProcess
+from natriton_dev.servers import NatsServer, RedisServer
+from natriton_dev.triton import TritonServer
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[4]
