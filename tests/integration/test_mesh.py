@@ -111,24 +111,6 @@ async def test_request_id_is_echoed(client: MeshClient, photos: dict[str, bytes]
     assert isinstance(reply, InferResponse) and reply.request_id == "order-42"
 
 
-async def test_fire_and_forget_result_is_published(nc: NATS, client: MeshClient, photos: dict[str, bytes]) -> None:
-    from natriton.messages import Codec, ImageInput, InferRequest
-
-    received: asyncio.Queue[bytes] = asyncio.Queue()
-
-    async def on_result(msg: object) -> None:
-        received.put_nowait(msg.data)  # type: ignore[attr-defined]
-
-    sub = await nc.subscribe(f"natriton.v1.results.{MODEL}", cb=on_result)
-    request = InferRequest(model=MODEL, input=ImageInput(data=photos["chelsea.png"]), use_cache=False)
-    await nc.publish("natriton.v1.infer", Codec(InferRequest).encode(request), headers={"Natriton-Request-Id": "ff-1"})
-    data = await asyncio.wait_for(received.get(), timeout=15)
-    await sub.unsubscribe()
-    reply = Codec(Reply).decode(data)
-    assert isinstance(reply, InferResponse) and reply.request_id == "ff-1"
-    assert classes(reply)[0] in CAT_CLASSES
-
-
 async def test_one_trace_spans_all_four_services(
     client: MeshClient, otlp_sink: OtlpSink, photos: dict[str, bytes]
 ) -> None:

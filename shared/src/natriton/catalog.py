@@ -5,14 +5,20 @@ publishes a :class:`~natriton.messages.ModelInfo` per model into the bucket ``na
 other services watch it, so they learn about new models and versions without restarts.
 
 Operators change :class:`~natriton.messages.RoutePolicy` entries in ``natriton_routes`` at run time
-(``python -m natriton_router.routes``); the router follows them, and ingest folds the policy's
-revision into cache keys so a policy change never serves answers computed under the old one.
+(``natriton routes set``); the router follows them, and ingest folds the policy's revision into cache
+keys so a policy change never serves answers computed under the old one.
+
+Values are JSON, so the standard ``nats`` CLI shows them (``nats kv get natriton_models mobilenet_v2``).
+Files the services need beside a model (a tokenizer) are too big for a KV value; the router puts them in
+the object store ``natriton_model_files`` and the model's profile names them with their SHA-256.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import logging
 from typing import Any, Generic, TypeVar
 
@@ -20,10 +26,12 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 
 from natriton.errors import ErrorCode, MeshError
 from natriton.messages import Codec, ModelInfo, RoutePolicy
-from natriton.subjects import MODELS_BUCKET, ROUTES_BUCKET
+from natriton.profiles import ModelFile
+from natriton.subjects import MODEL_FILES_BUCKET, MODELS_BUCKET, ROUTES_BUCKET
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,14 +52,75 @@ async def open_bucket(nc: NATS, bucket: str, *, create: bool) -> KeyValue:
             await asyncio.sleep(1.0)
 
 
+def decode_value(codec: Codec[T], value: bytes) -> T:
+    """A KV value: JSON (what the mesh writes), or msgpack (what versions before 0.2 wrote)."""
+    return codec.decode(value, json=value[:1] == b"{")
+
+
 async def publish_model(kv: KeyValue, info: ModelInfo) -> None:
-    """Write (or replace) one model's catalog entry."""
-    await kv.put(info.name, _MODEL_CODEC.encode(info))
+    """Write (or replace) one model's catalog entry (JSON)."""
+    await kv.put(info.name, _MODEL_CODEC.encode(info, json=True))
 
 
 async def put_route(kv: KeyValue, policy: RoutePolicy) -> int:
-    """Write (or replace) one model's routing policy; returns the new revision."""
-    return int(await kv.put(policy.model, _ROUTE_CODEC.encode(policy)))
+    """Write (or replace) one model's routing policy (JSON); returns the new revision."""
+    return int(await kv.put(policy.model, _ROUTE_CODEC.encode(policy, json=True)))
+
+
+async def open_model_files(nc: NATS, *, create: bool) -> ObjectStore:
+    """The object store with the files beside models (tokenizers), created by the router."""
+    js = nc.jetstream()
+    while True:
+        try:
+            return await js.object_store(MODEL_FILES_BUCKET)
+        except BucketNotFoundError:
+            if create:
+                return await js.create_object_store(bucket=MODEL_FILES_BUCKET)
+            log.info("waiting for the object store %s (is the router up?)", MODEL_FILES_BUCKET)
+            await asyncio.sleep(1.0)
+
+
+async def publish_model_file(store: ObjectStore, file: ModelFile) -> bool:
+    """Store one model file unless the same content is there already; True when it was written."""
+    digest = "SHA-256=" + base64.urlsafe_b64encode(bytes.fromhex(file.sha256)).decode()
+    with contextlib.suppress(Exception):
+        if (await store.get_info(file.name)).digest == digest:
+            return False
+    await store.put(file.name, file.data)
+    return True
+
+
+class ModelFiles:
+    """Files beside models, fetched from the object store on first use and kept by content digest."""
+
+    def __init__(self, nc: NATS | None = None) -> None:
+        self._nc = nc
+        self._store: ObjectStore | None = None
+        self._by_digest: dict[str, bytes] = {}
+
+    def add(self, sha256: str, data: bytes) -> None:
+        """Provide a file by hand (unit tests, tools)."""
+        self._by_digest[sha256] = data
+
+    async def get(self, name: str, sha256: str) -> bytes:
+        """The file's bytes; ``unavailable`` if it cannot be fetched, ``internal`` if its digest is wrong."""
+        if sha256 in self._by_digest:
+            return self._by_digest[sha256]
+        if self._nc is None:
+            raise MeshError(ErrorCode.UNAVAILABLE, f"model file {name!r} is not available")
+        try:
+            if self._store is None:
+                self._store = await self._nc.jetstream().object_store(MODEL_FILES_BUCKET)
+            result = await self._store.get(name)
+        except Exception as exc:
+            raise MeshError(
+                ErrorCode.UNAVAILABLE, f"model file {name!r} could not be fetched: {type(exc).__name__}"
+            ) from exc
+        data = bytes(result.data or b"")
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise MeshError(ErrorCode.UNAVAILABLE, f"model file {name!r} has changed; the catalog will catch up")
+        self._by_digest[sha256] = data
+        return data
 
 
 class BucketView(Generic[T]):
@@ -91,7 +160,7 @@ class BucketView(Generic[T]):
                     self._revisions[entry.key] = int(entry.revision or 0)
                 else:
                     try:
-                        self._entries[entry.key] = self._codec.decode(entry.value)
+                        self._entries[entry.key] = decode_value(self._codec, entry.value)
                         self._revisions[entry.key] = int(entry.revision or 0)
                     except msgspec.MsgspecError:
                         log.error("%s entry %r does not decode; ignoring it", self.bucket, entry.key)
@@ -144,8 +213,10 @@ class ModelCatalog(BucketView[ModelInfo]):
         """The model and the concrete version to use; typed ``not_found`` errors otherwise."""
         info = self.get(name)
         if info is None:
-            known = ", ".join(self.names()) or "none"
-            raise MeshError(ErrorCode.NOT_FOUND, f"unknown model {name!r} (known: {known})")
+            known = ", ".join(n for n in self.names() if not self._entries[n].problem) or "none"
+            raise MeshError(ErrorCode.NOT_FOUND, f"unknown model {_shown(name)} (known: {known})")
+        if info.problem:
+            raise MeshError(ErrorCode.NOT_FOUND, f"model {name!r} cannot be served: {info.problem}")
         if not version:
             version = info.latest_version
         if version not in info.versions:
@@ -163,3 +234,8 @@ class RouteTable(BucketView[RoutePolicy]):
 
     def __init__(self) -> None:
         super().__init__(_ROUTE_CODEC)
+
+
+def _shown(name: str, limit: int = 64) -> str:
+    """A producer-supplied name, quoted and shortened for an error message."""
+    return repr(name if len(name) <= limit else name[:limit] + "…")

@@ -27,6 +27,8 @@ class MeshError(Exception):
         self.retry_after_ms = retry_after_ms
         self.request_id = request_id
         """Set once the request has an id, so the error reply can carry it."""
+        self.model = ""
+        """Set once the request's model is known (fire-and-forget answers to the shared subject name it)."""
 
     def __repr__(self) -> str:
         return f"MeshError({self.code.value}: {self.message})"

@@ -11,6 +11,7 @@ from typing import Any, Final
 
 import msgspec
 
+from natriton.profiles import ModelProfile, RawProfile, TensorSpec
 from natriton_client.protocol import (
     Batch,
     Classification,
@@ -68,14 +69,6 @@ __all__ = [
 _STRUCT_OPTIONS: Final[dict[str, Any]] = {"frozen": True, "kw_only": True, "tag_field": "type"}
 
 
-class TensorSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """What a model declares for one input or output; ``shape`` excludes the batch dimension, -1 is variable."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-
-
 # --------------------------------------------------------------------------------------------
 # Internal: between services
 # --------------------------------------------------------------------------------------------
@@ -85,6 +78,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     version: str
     task: str
+    """The model's kind (informational; services read the profile from the catalog)."""
     top_k: int = 5
     cache_key: str = ""
     """Redis key postprocess writes the result under; empty means "do not cache"."""
@@ -118,17 +112,27 @@ class PostprocessTask(msgspec.Struct, tag="postprocess_task", **_STRUCT_OPTIONS)
 # Model catalog (NATS KV bucket ``natriton_models``, written by the router from Triton's metadata)
 # --------------------------------------------------------------------------------------------
 class ModelInfo(msgspec.Struct, tag="model_info", **_STRUCT_OPTIONS):
-    """One model as Triton serves it, plus the ``natriton.*`` parameters from its config.pbtxt."""
+    """One model as Triton serves it and what it means to the mesh (its typed profile).
+
+    Stored as JSON in the KV bucket ``natriton_models`` (``nats kv get natriton_models mobilenet_v2``).
+    """
 
     name: str
     versions: tuple[str, ...]
     task: str
+    """The profile's kind (``classifier``, ``detector``, ``embedder``, ``raw``), for readers of the catalog."""
     max_batch_size: int
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     parameters: dict[str, str] = {}
     preferred_batch_sizes: tuple[int, ...] = ()
     """From ``dynamic_batching.preferred_batch_size``: batch sizes worth sending without waiting for more."""
+    profile: ModelProfile = RawProfile()
+    """What the model means: how to feed it and how to read its outputs (decoded once from config.pbtxt)."""
+    cache_ttl_s: int | None = None
+    """Result-cache lifetime of this model's answers; None = the postprocess default."""
+    problem: str = ""
+    """Why the model cannot be served (a configuration error found at load time); empty when it can."""
 
     @property
     def latest_version(self) -> str:

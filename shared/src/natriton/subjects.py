@@ -24,6 +24,9 @@ REPLIES_PREFIX: Final = f"{PREFIX}.internal.replies"
 MODELS_BUCKET: Final = "natriton_models"
 """NATS KV bucket with one :class:`natriton.messages.ModelInfo` per model (JSON), written by the router."""
 
+MODEL_FILES_BUCKET: Final = "natriton_model_files"
+"""NATS object store with files the services need beside models (tokenizers), named `<model>/<file>`."""
+
 ROUTES_BUCKET: Final = "natriton_routes"
 """NATS KV bucket with one :class:`natriton.messages.RoutePolicy` per model (JSON), changed by operators."""
 

@@ -7,10 +7,12 @@ from natriton_ingest import VERSION
 from natriton_ingest.app import build_app
 from natriton_ingest.settings import Settings
 
+DESCRIPTION = "Natriton ingest: the front door (validation, deadlines, cache hits, replies)."
+
 
 def main() -> None:
-    """Run the ingest service until SIGTERM."""
-    run_service("ingest", VERSION, Settings, build_app)
+    """Run the ingest service until SIGTERM (``--help`` lists its options and NATRITON_* variables)."""
+    run_service("ingest", VERSION, Settings, build_app, description=DESCRIPTION)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ with ``deadline_exceeded`` when nothing came back in time (even if a downstream 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from typing import Any
@@ -33,10 +34,9 @@ from natriton.messages import (
     Reply,
     TensorInput,
 )
-from natriton.pipeline import REPLY_CODEC, error_reply
+from natriton.pipeline import REPLY_CODEC, error_reply, next_hop_headers
 from natriton.runtime import Inbound, ServiceRuntime
-from natriton.telemetry import inject
-from natriton_ingest.logic import Admitted, admit, wants_json
+from natriton_ingest.logic import Admitted, admit, answer_subject, request_id_of, wants_json
 from natriton_ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -103,22 +103,26 @@ class IngestApp:
             inbound.data,
             inbound.headers,
             now_ms=h.now_ms(),
+            reply_to=self.reply_subject,
             max_payload_bytes=self.settings.max_payload_bytes,
             default_timeout_ms=self.settings.default_timeout_ms,
             max_timeout_ms=self.settings.max_timeout_ms,
             max_top_k=self.settings.max_top_k,
         )
+        model = admitted.request.model
         try:
+            destination = answer_subject(inbound.reply, inbound.headers, model)
             reply, cache_state = await self._answer(admitted)
         except MeshError as exc:
-            exc.request_id = admitted.request_id
+            exc.request_id, exc.model = admitted.request_id, model
             raise
-        await self.respond(inbound, admitted.request_id, reply, json=admitted.json, cache=cache_state)
+        await self.respond(destination, admitted.request_id, reply, json=admitted.json, cache=cache_state)
 
     async def _answer(self, admitted: Admitted) -> tuple[Reply, str]:
         request = admitted.request
         span = trace.get_current_span()
         span.set_attribute("natriton.request_id", admitted.request_id)
+        span.set_attribute("natriton.mesh_id", admitted.envelope.mesh_id)
         span.set_attribute("natriton.model", request.model)
         info, version = self.catalog.require(request.model, request.version)
         if not request.version:
@@ -144,7 +148,7 @@ class IngestApp:
             if leader is not None:
                 self.counts["coalesced"] += 1
                 span.set_attribute("natriton.coalesced", True)
-                async with asyncio.timeout(_budget_s(admitted)):
+                async with asyncio.timeout(admitted.envelope.remaining_s()):
                     shared = await asyncio.shield(leader)
                 return msgspec.structs.replace(shared, request_id=admitted.request_id), "miss"
         job = Job(model=info.name, version=version, task=info.task, top_k=request.top_k, cache_key=key)
@@ -192,62 +196,66 @@ class IngestApp:
         against the model anyway (one hop and one copy of the payload fewer).
         """
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self.pending[admitted.request_id] = future
-        out = {h.REQUEST_ID: admitted.request_id, h.DEADLINE: str(admitted.deadline_ms), h.REPLY_TO: self.reply_subject}
-        inject(out)
+        mesh_id = admitted.envelope.mesh_id
+        self.pending[mesh_id] = future
+        out = next_hop_headers(admitted.envelope)
         try:
             if isinstance(task.input, TensorInput):
                 infer = InferTask(job=task.job, inputs=task.input.tensors)
                 await self.runtime.publish(subjects.ROUTE, INFER_TASKS.encode(infer), out)
             else:
                 await self.runtime.publish(subjects.PREPROCESS, PREPROCESS_TASKS.encode(task), out)
-            async with asyncio.timeout(_budget_s(admitted)):
+            async with asyncio.timeout(admitted.envelope.remaining_s()):
                 data = await future
         except TimeoutError as exc:
             raise MeshError(ErrorCode.DEADLINE_EXCEEDED, "no answer before the deadline") from exc
         finally:
-            self.pending.pop(admitted.request_id, None)
+            self.pending.pop(mesh_id, None)
         try:
             return REPLY_CODEC.decode(data)
         except msgspec.MsgspecError as exc:
             raise MeshError(ErrorCode.INTERNAL, "an internal reply did not decode") from exc
 
     async def on_reply(self, msg: Msg) -> None:
-        """An answer from postprocess (or an error from any hop) for a request this instance owns."""
-        request_id = (msg.headers or {}).get(h.REQUEST_ID, "")
-        future = self.pending.get(request_id)
+        """An answer from postprocess (or an error from any hop) for a request this copy owns, by mesh id."""
+        future = self.pending.get((msg.headers or {}).get(h.MESH_ID, ""))
         if future is None or future.done():
             self.counts["late_replies"] += 1  # the producer already got deadline_exceeded
             return
         future.set_result(msg.data)
 
     # ------------------------------------------------------------------ answers
-    async def respond(self, inbound: Inbound, request_id: str, reply: Reply, *, json: bool, cache: str = "") -> None:
-        """Send the one answer for this request: to its reply inbox, or to the results subject."""
+    async def respond(self, subject: str, request_id: str, reply: Reply, *, json: bool, cache: str = "") -> None:
+        """Send the one answer for a request to ``subject`` (its inbox or results subject; '' = nowhere)."""
+        if not subject:
+            self.counts["answers_unaddressed"] += 1  # fire-and-forget without Natriton-Results-To
+            return
         out = {h.REQUEST_ID: request_id, h.CONTENT_TYPE: h.JSON if json else h.MSGPACK}
         if cache:
             out[h.CACHE] = cache
         if isinstance(reply, ErrorReply):
             out[h.SERVICE_ERROR] = reply.message
             out[h.SERVICE_ERROR_CODE] = str(reply.code.status)
-        model = reply.model if isinstance(reply, InferResponse) else "_errors"
-        subject = inbound.reply or subjects.results_subject(model)
         await self.runtime.publish(subject, REPLY_CODEC.encode(reply, json=json), out)
 
     async def reply_error(self, inbound: Inbound, error: MeshError) -> None:
-        """``on_error`` of the public endpoint: a typed error reply."""
-        request_id = error.request_id or inbound.headers.get(h.REQUEST_ID, "")
-        await self.respond(inbound, request_id, error_reply(request_id, error), json=wants_json(inbound.headers))
+        """``on_error`` of the public endpoint: a typed error reply, where the answer would have gone."""
+        try:
+            subject = answer_subject(inbound.reply, inbound.headers, error.model)
+        except MeshError:
+            self.counts["answers_undeliverable"] += 1  # a malformed Natriton-Results-To: nowhere to say so
+            return
+        request_id = error.request_id
+        if not request_id:  # an unexpected failure before the id was known
+            with contextlib.suppress(MeshError):
+                request_id = request_id_of(inbound.headers)
+        await self.respond(subject, request_id, error_reply(request_id, error), json=wants_json(inbound.headers))
 
     async def reject_overloaded(self, inbound: Inbound) -> None:
         """Every slot is busy: refuse at once rather than queue without bound."""
         self.counts["rejected_overloaded"] += 1
         error = MeshError(ErrorCode.OVERLOADED, "ingest is at its concurrency limit", retry_after_ms=100)
         await self.reply_error(inbound, error)
-
-
-def _budget_s(admitted: Admitted) -> float:
-    return max(0.0, (admitted.deadline_ms - h.now_ms()) / 1000)
 
 
 async def build_app(runtime: ServiceRuntime, settings: Settings) -> IngestApp:

@@ -1,4 +1,4 @@
-"""Pure front-door rules: encodings, request ids, deadlines, validation."""
+"""Pure front-door rules: encodings, request ids, deadlines, results destinations, validation."""
 
 from __future__ import annotations
 
@@ -8,20 +8,32 @@ from dataclasses import dataclass
 import msgspec
 
 from natriton import headers as h
+from natriton.envelope import Envelope
 from natriton.errors import ErrorCode, MeshError, invalid_argument
-from natriton.messages import Codec, InferRequest
+from natriton.messages import Codec, InferRequest, PublicRequest
+from natriton_client.protocol import (
+    MAX_REQUEST_ID_LENGTH,
+    RESERVED_SUBJECT_PREFIXES,
+    SHARED_RESULTS,
+    is_publish_subject,
+    results_subject,
+)
 
-REQUESTS: Codec[InferRequest] = Codec(InferRequest)
+REQUESTS: Codec[PublicRequest] = Codec(PublicRequest)
 
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
-    """A request that passed the front door: decoded, identified, with an absolute deadline."""
+    """A request that passed the front door: decoded, with its envelope and encoding."""
 
     request: InferRequest
-    request_id: str
-    deadline_ms: int
+    envelope: Envelope
     json: bool
+
+    @property
+    def request_id(self) -> str:
+        """The producer's id (echoed back)."""
+        return self.envelope.request_id
 
 
 def wants_json(headers: dict[str, str]) -> bool:
@@ -30,13 +42,20 @@ def wants_json(headers: dict[str, str]) -> bool:
 
 
 def request_id_of(headers: dict[str, str]) -> str:
-    """The producer's request id if it sent a sane one, else a new one."""
+    """The producer's request id, or a new one when it sent none; ``invalid_argument`` when it is malformed."""
     given = headers.get(h.REQUEST_ID, "")
-    return given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+    if not given:
+        return uuid.uuid4().hex
+    if len(given) > MAX_REQUEST_ID_LENGTH or not given.isprintable():
+        raise invalid_argument(
+            f"{h.REQUEST_ID} must be 1 to {MAX_REQUEST_ID_LENGTH} printable characters (got {len(given)} characters)"
+        )
+    return given
 
 
 def deadline_of(headers: dict[str, str], now_ms: int, default_timeout_ms: int, max_timeout_ms: int) -> int:
-    """Absolute deadline (epoch ms) from ``Natriton-Deadline`` or ``Natriton-Timeout-Ms``, capped."""
+    """Absolute deadline (epoch ms): ``Natriton-Deadline`` wins over ``Natriton-Timeout-Ms``; capped at
+    ``max_timeout_ms`` from now; ``default_timeout_ms`` without either."""
     try:
         if h.DEADLINE in headers:
             deadline = int(headers[h.DEADLINE])
@@ -51,28 +70,62 @@ def deadline_of(headers: dict[str, str], now_ms: int, default_timeout_ms: int, m
     return min(deadline, now_ms + max_timeout_ms)
 
 
+def answer_subject(reply: str, headers: dict[str, str], model: str) -> str:
+    """Where the one answer to a request goes: the producer's reply inbox, else ``Natriton-Results-To`` (a
+    subject, or ``shared`` for ``natriton.v1.results.<model>``), else nowhere (''). Raises ``invalid_argument``
+    for a results destination that is not a plain subject or is one of the mesh's own."""
+    if reply:
+        return reply
+    results_to = headers.get(h.RESULTS_TO, "").strip()
+    if not results_to:
+        return ""
+    if results_to == SHARED_RESULTS:
+        return results_subject(model)
+    if not is_publish_subject(results_to) or results_to.startswith(RESERVED_SUBJECT_PREFIXES):
+        raise invalid_argument(f"{h.RESULTS_TO} must be a subject without wildcards outside the mesh's own")
+    return results_to
+
+
 def admit(
     data: bytes,
     headers: dict[str, str],
     *,
     now_ms: int,
+    reply_to: str,
     max_payload_bytes: int,
     default_timeout_ms: int,
     max_timeout_ms: int,
     max_top_k: int,
 ) -> Admitted:
-    """Apply every front-door rule; raise a typed MeshError for the first one broken."""
-    if len(data) > max_payload_bytes:
-        raise MeshError(
-            ErrorCode.PAYLOAD_TOO_LARGE, f"request is {len(data)} bytes; the limit is {max_payload_bytes} bytes"
-        )
-    deadline_ms = deadline_of(headers, now_ms, default_timeout_ms, max_timeout_ms)
-    json = wants_json(headers)
+    """Apply every front-door rule; raise a typed MeshError (carrying the request id once known) for the first
+    one broken. ``reply_to`` is the subject of this ingest copy, written into the envelope."""
+    request_id = request_id_of(headers)
+    try:
+        if len(data) > max_payload_bytes:
+            raise MeshError(
+                ErrorCode.PAYLOAD_TOO_LARGE, f"request is {len(data)} bytes; the limit is {max_payload_bytes} bytes"
+            )
+        deadline_ms = deadline_of(headers, now_ms, default_timeout_ms, max_timeout_ms)
+        json = wants_json(headers)
+        request = decode_request(data, json=json)
+        if not 1 <= request.top_k <= max_top_k:
+            raise invalid_argument(f"top_k must be between 1 and {max_top_k}, got {request.top_k}")
+    except MeshError as exc:
+        exc.request_id = request_id
+        raise
+    envelope = Envelope(mesh_id=uuid.uuid4().hex, request_id=request_id, deadline_ms=deadline_ms, reply_to=reply_to)
+    return Admitted(request=request, envelope=envelope, json=json)
+
+
+def decode_request(data: bytes, *, json: bool) -> InferRequest:
+    """The producer's request; ``invalid_argument`` for anything but a well-formed ``infer_request``."""
+    encoding = "JSON" if json else "msgpack"
     try:
         request = REQUESTS.decode(data, json=json)
     except msgspec.MsgspecError as exc:
-        encoding = "JSON" if json else "msgpack"
         raise invalid_argument(f"request is not a valid {encoding} infer_request: {exc}") from exc
-    if not 1 <= request.top_k <= max_top_k:
-        raise invalid_argument(f"top_k must be between 1 and {max_top_k}, got {request.top_k}")
-    return Admitted(request=request, request_id=request_id_of(headers), deadline_ms=deadline_ms, json=json)
+    except RecursionError as exc:
+        raise invalid_argument(f"request is not a valid {encoding} infer_request: nested too deeply") from exc
+    if not isinstance(request, InferRequest):
+        raise invalid_argument(f"request is not a valid {encoding} infer_request: type {type(request).__name__}")
+    return request

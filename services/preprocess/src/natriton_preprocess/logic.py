@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import assert_never
 
 import numpy as np
 import numpy.typing as npt
@@ -11,50 +12,34 @@ from PIL import Image, UnidentifiedImageError
 
 from natriton.errors import ErrorCode, MeshError, invalid_argument
 from natriton.messages import ModelInfo, Tensor
+from natriton.profiles import (
+    ClassifierProfile,
+    ColorOrder,
+    DetectorProfile,
+    EmbedderProfile,
+    ImageSpec,
+    RawProfile,
+    ResizeMode,
+)
 from natriton.tensors import check_against_specs, to_tensor
 
 ACCEPTED_FORMATS = frozenset({"JPEG", "PNG"})
 ORIGINAL_SIZE = "natriton_original_size"
 
 
-@dataclass(frozen=True, slots=True)
-class ImageLayout:
-    """How one model wants its image input: name, size, channel order and memory layout."""
-
-    input_name: str
-    datatype: str
-    height: int
-    width: int
-    channels_last: bool
-    color: str
-    resize_shorter: int
-    stretch: bool = False
-    """``natriton.resize_mode: stretch``: resize to HxW ignoring the aspect ratio (detectors); else shorter side
-    to ``resize_shorter`` and a centre crop (classifiers)."""
-
-    @classmethod
-    def from_model(cls, info: ModelInfo) -> ImageLayout:
-        """Read the layout from the model's declared input and ``natriton.*`` parameters."""
-        if len(info.inputs) != 1:
-            raise invalid_argument(f"model {info.name!r} takes {len(info.inputs)} inputs; send tensors, not an image")
-        spec = info.inputs[0]
-        if len(spec.shape) != 3 or (spec.shape[-1] != 3 and spec.shape[0] != 3):
-            raise invalid_argument(f"model {info.name!r} input {spec.name!r} {list(spec.shape)} is not an image")
-        channels_last = spec.shape[-1] == 3
-        height, width = (spec.shape[0], spec.shape[1]) if channels_last else (spec.shape[1], spec.shape[2])
-        if height < 1 or width < 1:
-            raise invalid_argument(f"model {info.name!r} has a variable image size; send tensors, not an image")
-        shorter = int(info.parameters.get("natriton.resize_shorter", str(min(height, width))))
-        return cls(
-            input_name=spec.name,
-            datatype=spec.datatype,
-            height=height,
-            width=width,
-            channels_last=channels_last,
-            color=info.parameters.get("natriton.color", "RGB").upper(),
-            resize_shorter=max(shorter, height, width),
-            stretch=info.parameters.get("natriton.resize_mode", "shorter_crop") == "stretch",
-        )
+def image_spec_of(info: ModelInfo) -> ImageSpec:
+    """How ``info``'s model takes an image; ``invalid_argument`` when it takes only tensors or text."""
+    spec: ImageSpec | None = None
+    match info.profile:
+        case ClassifierProfile() | DetectorProfile():
+            spec = info.profile.image
+        case EmbedderProfile() | RawProfile():
+            spec = None
+        case _ as unreachable:
+            assert_never(unreachable)
+    if spec is None:
+        raise invalid_argument(f"model {info.name!r} ({info.task}) does not take images; send tensors")
+    return spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,17 +78,42 @@ def decode_image(data: bytes, limits: DecodeLimits, shorter_side_hint: int = 0) 
         image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
     try:
         image.load()
-        return image.convert("RGB") if image.mode != "RGB" else image
+        return to_rgb(image)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise invalid_argument(f"image data is corrupt or truncated: {exc}") from exc
 
 
-def resize_and_crop(image: Image.Image, layout: ImageLayout) -> npt.NDArray[np.uint8]:
+SIXTEEN_BIT_GRAY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+"""Pillow's modes for 16-bit grayscale PNGs (``I`` holds them widened to 32 bits)."""
+CONVERTIBLE_MODES = frozenset({"RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "1", "CMYK", "YCbCr"})
+"""Modes Pillow converts to 8-bit RGB correctly by itself (alpha is dropped)."""
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from any mode a JPEG or PNG decodes to; ``invalid_argument`` for a mode it cannot convert.
+
+    Pillow's own ``convert("RGB")`` clips 16-bit grayscale at 255 (almost every pixel turns white), so those
+    are scaled from 0-65535 to 0-255 first.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode in SIXTEEN_BIT_GRAY_MODES:
+        wide = np.asarray(image).astype(np.uint32)
+        eight_bit = ((np.clip(wide, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+        converted = Image.fromarray(eight_bit, mode="L").convert("RGB")
+        converted.info.update(image.info)
+        return converted
+    if image.mode in CONVERTIBLE_MODES:
+        return image.convert("RGB")
+    raise invalid_argument(f"images of pixel mode {image.mode} are not supported (8/16-bit grey, RGB, RGBA, palette)")
+
+
+def resize_and_crop(image: Image.Image, layout: ImageSpec) -> npt.NDArray[np.uint8]:
     """Resize the shorter side to ``layout.resize_shorter`` (bilinear, antialiased), center-crop to HxW.
 
-    With ``layout.stretch``: resize straight to HxW.
+    With ``ResizeMode.STRETCH``: resize straight to HxW.
     """
-    if layout.stretch:
+    if layout.resize is ResizeMode.STRETCH:
         return np.asarray(image.resize((layout.width, layout.height), Image.Resampling.BILINEAR), dtype=np.uint8)
     width, height = image.size
     scale = layout.resize_shorter / min(width, height)
@@ -114,24 +124,26 @@ def resize_and_crop(image: Image.Image, layout: ImageLayout) -> npt.NDArray[np.u
     return np.asarray(cropped, dtype=np.uint8)
 
 
-def image_to_tensor(data: bytes, layout: ImageLayout, limits: DecodeLimits) -> Tensor:
+def image_to_tensor(data: bytes, layout: ImageSpec, limits: DecodeLimits) -> Tensor:
     """Encoded image → the model's input tensor with a batch dimension of 1."""
     return prepare_image(data, layout, limits)[0]
 
 
-def prepare_image(data: bytes, layout: ImageLayout, limits: DecodeLimits) -> tuple[Tensor, tuple[int, int]]:
+def prepare_image(data: bytes, layout: ImageSpec, limits: DecodeLimits) -> tuple[Tensor, tuple[int, int]]:
     """Encoded image → (the model's input tensor with a batch dimension of 1, original (width, height))."""
-    image = decode_image(data, limits, layout.resize_shorter)
+    stretch = layout.resize is ResizeMode.STRETCH
+    hint = max(layout.height, layout.width) if stretch else layout.resize_shorter
+    image = decode_image(data, limits, hint)
     source_size = _original_size(image)
     pixels = resize_and_crop(image, layout)
-    if layout.color == "BGR":
+    if layout.color is ColorOrder.BGR:
         pixels = pixels[:, :, ::-1]
     array: npt.NDArray[np.generic] = pixels if layout.channels_last else pixels.transpose(2, 0, 1)
     if layout.datatype == "FP32":
         array = array.astype(np.float32)
     elif layout.datatype != "UINT8":
         raise invalid_argument(f"image inputs of type {layout.datatype} are not supported")
-    return to_tensor(layout.input_name, array[np.newaxis]), source_size
+    return to_tensor(layout.input, array[np.newaxis]), source_size
 
 
 def _original_size(image: Image.Image) -> tuple[int, int]:

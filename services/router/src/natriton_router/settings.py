@@ -9,6 +9,9 @@ class Settings(CommonSettings, frozen=True, kw_only=True):
     """Where Triton is and how batches form."""
 
     triton_grpc_url: str = "127.0.0.1:8001"
+    model_repository: str = ""
+    """The model repository Triton serves, as a directory (read-only): the router reads the files beside each model
+    (labels, tokenizer) from it. Empty: models that need such files are published as not servable."""
     triton_ready_timeout_s: float = 120.0
     """How long to wait for Triton at start before giving up (exit 1)."""
     triton_timeout_s: float = 30.0

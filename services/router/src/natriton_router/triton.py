@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
 from natriton.messages import ModelInfo
+from natriton.profiles import ModelFile, ReadFile
 from natriton.tensors import NUMPY_TO_TRITON
 from natriton_router.logic import error_from_triton, model_info_from_triton
 
@@ -40,8 +42,10 @@ class TritonGateway:
                 raise TimeoutError(f"Triton at {self.url} not ready after {timeout_s:.0f} s")
             await asyncio.sleep(0.5)
 
-    async def read_catalog(self) -> list[ModelInfo]:
-        """Every ready model, described from its config (tensors, batch size, ``natriton.*`` parameters)."""
+    async def read_catalog(self, model_repository: str = "") -> list[tuple[ModelInfo, tuple[ModelFile, ...]]]:
+        """Every ready model, described from its config (tensors, batch size, typed profile), with the files
+        beside it that the services need; files are read from ``model_repository`` (the directory Triton
+        serves, mounted read-only) when it is given."""
         index: dict[str, Any] = await self._client.get_model_repository_index(as_json=True)
         versions: dict[str, list[str]] = {}
         for entry in index.get("models", []):
@@ -50,7 +54,7 @@ class TritonGateway:
         models = []
         for name, ready in sorted(versions.items()):
             config: dict[str, Any] = await self._client.get_model_config(name, as_json=True)
-            models.append(model_info_from_triton(config["config"], ready))
+            models.append(model_info_from_triton(config["config"], ready, _file_reader(model_repository, name)))
         return models
 
     async def infer(
@@ -74,3 +78,15 @@ class TritonGateway:
     async def close(self) -> None:
         """Close the gRPC channel."""
         await self._client.close()
+
+
+def _file_reader(model_repository: str, model: str) -> ReadFile | None:
+    """Reads files beside ``model`` in the model repository directory (None without a repository)."""
+    if not model_repository:
+        return None
+    directory = Path(model_repository) / model
+
+    def read(filename: str) -> bytes:
+        return (directory / filename).read_bytes()
+
+    return read

@@ -35,7 +35,7 @@ RESULTS_PREFIX: Final = f"{SUBJECT_PREFIX}.results"
 """Shared results subjects ``natriton.v1.results.<model>`` (opt-in with ``Natriton-Results-To: shared``)."""
 SHARED_RESULTS: Final = "shared"
 """The value of ``Natriton-Results-To`` that selects the shared per-model results subject."""
-RESERVED_SUBJECT_PREFIXES: Final = (f"{SUBJECT_PREFIX}.internal.", f"{SUBJECT_PREFIX}.infer", "$", "_INBOX_MESH.")
+RESERVED_SUBJECT_PREFIXES: Final = (f"{SUBJECT_PREFIX}.internal.", INFER_SUBJECT, "$")
 """Prefixes a producer may not name as its results destination."""
 
 

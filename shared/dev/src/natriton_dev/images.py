@@ -42,3 +42,21 @@ def sample_photos() -> dict[str, bytes]:
     except ImportError:
         pass
     return photos
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m natriton_dev.images DIR``: write the sample photos into DIR (for trying the protocol)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m natriton_dev.images", description=main.__doc__)
+    parser.add_argument("directory", type=Path, help="where to write coffee.jpg, chelsea.png, astronaut.jpg, ...")
+    args = parser.parse_args(argv)
+    args.directory.mkdir(parents=True, exist_ok=True)
+    for name, data in sample_photos().items():
+        (args.directory / name).write_bytes(data)
+        print(args.directory / name)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -70,6 +70,7 @@ class LocalStack:
                 "NATRITON_NATS_URL": self.nats.url,
                 "NATRITON_REDIS_URL": self.redis.url,
                 "NATRITON_TRITON_GRPC_URL": self.triton.grpc_url,
+                "NATRITON_MODEL_REPOSITORY": str(self.triton.model_repository),
                 "PYTHONUNBUFFERED": "1",
             }
         )

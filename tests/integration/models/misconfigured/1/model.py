@@ -1,0 +1,1 @@
+../../slow/1/model.py
