@@ -133,7 +133,8 @@ async def test_one_trace_spans_all_four_services(
             assert span.parent_span_id in ids, f"{span.name} is not a child of a span of this trace"
 
 
-async def test_services_are_discoverable_with_nats_micro(nc: NATS) -> None:
+async def test_services_are_discoverable_with_nats_micro(nc: NATS, client: MeshClient) -> None:
+    await client.infer(MODEL, text="a request so that the counters have something to count")
     inbox = nc.new_inbox()
     names: set[str] = set()
 
@@ -149,3 +150,4 @@ async def test_services_are_discoverable_with_nats_micro(nc: NATS) -> None:
     endpoint = stats["endpoints"][0]
     assert endpoint["subject"] == "natriton.v1.infer"
     assert endpoint["data"]["received"] >= 1
+    assert endpoint["num_requests"] >= 1 and endpoint["num_errors"] >= 1  # the text was refused: truthful stats

@@ -150,7 +150,7 @@ class IngestApp:
                 span.set_attribute("natriton.coalesced", True)
                 async with asyncio.timeout(admitted.envelope.remaining_s()):
                     shared = await asyncio.shield(leader)
-                return msgspec.structs.replace(shared, request_id=admitted.request_id), "miss"
+                return _raise_if_error(msgspec.structs.replace(shared, request_id=admitted.request_id)), "miss"
         job = Job(model=info.name, version=version, task=info.task, top_k=request.top_k, cache_key=key)
         return await self._lead(admitted, key, PreprocessTask(job=job, input=request.input)), "miss"
 
@@ -212,9 +212,10 @@ class IngestApp:
         finally:
             self.pending.pop(mesh_id, None)
         try:
-            return REPLY_CODEC.decode(data)
+            reply = REPLY_CODEC.decode(data)
         except msgspec.MsgspecError as exc:
             raise MeshError(ErrorCode.INTERNAL, "an internal reply did not decode") from exc
+        return _raise_if_error(reply)
 
     async def on_reply(self, msg: Msg) -> None:
         """An answer from postprocess (or an error from any hop) for a request this copy owns, by mesh id."""
@@ -256,6 +257,14 @@ class IngestApp:
         self.counts["rejected_overloaded"] += 1
         error = MeshError(ErrorCode.OVERLOADED, "ingest is at its concurrency limit", retry_after_ms=100)
         await self.reply_error(inbound, error)
+
+
+def _raise_if_error(reply: Reply) -> InferResponse:
+    """An error reply from a hop becomes the MeshError it stands for, so the endpoint counts (and answers) it
+    as an error; a result passes through."""
+    if isinstance(reply, ErrorReply):
+        raise MeshError(reply.code, reply.message, retry_after_ms=reply.retry_after_ms)
+    return reply
 
 
 async def build_app(runtime: ServiceRuntime, settings: Settings) -> IngestApp:

@@ -15,6 +15,7 @@ class Settings(CommonSettings, frozen=True, kw_only=True):
     max_timeout_ms: int = 120_000
     """Longest deadline a producer may ask for."""
     max_top_k: int = 100
+    """Largest ``top_k`` a request may ask for; more is ``invalid_argument``."""
     max_pending_per_model: int = 512
     """Requests of one model this copy has in the pipeline at once; more are refused with ``overloaded``."""
     coalesce: bool = True

@@ -9,6 +9,7 @@ class Settings(CommonSettings, frozen=True, kw_only=True):
     """Where Triton is and how batches form."""
 
     triton_grpc_url: str = "127.0.0.1:8001"
+    """Triton's gRPC endpoint (host:port)."""
     model_repository: str = ""
     """The model repository Triton serves, as a directory (read-only): the router reads the files beside each model
     (labels, tokenizer) from it. Empty: models that need such files are published as not servable."""
