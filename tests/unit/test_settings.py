@@ -7,9 +7,31 @@ import re
 import msgspec
 import pytest
 
-from natriton.settings import CommonSettings, SettingsError, describe, load_settings, redact
+from natriton.settings import (
+    TYPO_MAX_EDITS,
+    CommonSettings,
+    SettingsError,
+    UnknownVariable,
+    classify_variable,
+    describe,
+    edit_distance,
+    field_docs,
+    load_settings,
+    redact,
+    settings_help,
+    unknown_variables,
+)
 from natriton_ingest.settings import Settings as IngestSettings
+from natriton_postprocess.settings import Settings as PostprocessSettings
+from natriton_preprocess.settings import Settings as PreprocessSettings
 from natriton_router.settings import Settings as RouterSettings
+
+SERVICE_SETTINGS: dict[str, type[CommonSettings]] = {
+    "ingest": IngestSettings,
+    "preprocess": PreprocessSettings,
+    "router": RouterSettings,
+    "postprocess": PostprocessSettings,
+}
 
 
 class SecretSettings(CommonSettings, frozen=True, kw_only=True):
@@ -275,3 +297,132 @@ def test_empty_secret_is_not_masked() -> None:
 )
 def test_redact(name: str, value: object, expected: object) -> None:
     assert redact(name, value) == expected
+
+
+# ------------------------------------------------------------------------------------------------
+# --help material: field_docs() / settings_help()
+# ------------------------------------------------------------------------------------------------
+class DocumentedSettings(CommonSettings, frozen=True, kw_only=True):
+    """A service whose fields document themselves (and one that does not)."""
+
+    batch_size: int = 8
+    """How many at once.
+
+    Spread over two paragraphs."""
+    api_token: str = "tok-default"
+    """A secret with a default (the default must not show in --help)."""
+    enabled: bool = True
+    undocumented: float = 1.5
+    log_level: str = "WARNING"
+    """Overridden here: the subclass's docstring wins."""
+
+
+def test_field_docs_reads_attribute_docstrings_of_the_class_and_its_bases() -> None:
+    docs = field_docs(DocumentedSettings)
+    assert docs["batch_size"] == "How many at once. Spread over two paragraphs."
+    assert docs["nats_url"].startswith("Comma-separated NATS server URLs")  # from CommonSettings
+    assert docs["log_level"] == "Overridden here: the subclass's docstring wins."
+    assert "undocumented" not in docs
+    assert "enabled" not in docs
+
+
+def test_every_common_setting_is_documented() -> None:
+    docs = field_docs(CommonSettings)
+    assert set(docs) == set(CommonSettings.__struct_fields__)
+    assert all(docs.values())
+
+
+def test_settings_help_lists_every_variable_with_type_default_and_meaning() -> None:
+    helps = {h.variable: h for h in settings_help(DocumentedSettings)}
+    assert list(helps) == [f"NATRITON_{f.upper()}" for f in DocumentedSettings.__struct_fields__]
+    assert helps["NATRITON_BATCH_SIZE"].type == "int"
+    assert helps["NATRITON_BATCH_SIZE"].default == "8"
+    assert helps["NATRITON_ENABLED"].default == "true"
+    assert helps["NATRITON_UNDOCUMENTED"].default == "1.5"
+    assert helps["NATRITON_UNDOCUMENTED"].doc == ""
+    assert helps["NATRITON_NATS_CREDS_FILE"].default == '""'
+    assert helps["NATRITON_NATS_URL"].default == "nats://127.0.0.1:4222"
+    assert helps["NATRITON_API_TOKEN"].default == "***"
+    assert helps["NATRITON_LOG_LEVEL"].default == "WARNING"
+
+
+@pytest.mark.parametrize("settings_type", SERVICE_SETTINGS.values(), ids=list(SERVICE_SETTINGS))
+def test_settings_help_covers_every_service_field(settings_type: type[CommonSettings]) -> None:
+    variables = [h.variable for h in settings_help(settings_type)]
+    assert variables == [f"NATRITON_{f.upper()}" for f in settings_type.__struct_fields__]
+
+
+# ------------------------------------------------------------------------------------------------
+# misspelled and foreign NATRITON_* variables
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("a", "b", "distance"),
+    [("", "", 0), ("abc", "abc", 0), ("abc", "", 3), ("abc", "abd", 1), ("abc", "acb", 1), ("abc", "abcd", 1)],
+)
+def test_edit_distance(a: str, b: str, distance: int) -> None:
+    assert edit_distance(a, b) == distance
+    assert edit_distance(b, a) == distance
+
+
+@pytest.mark.parametrize(
+    "misspelled",
+    [
+        "NATRITON_MAX_CONCURENCY",  # letter missing
+        "NATRITON_MAX_CONCURRENCYY",  # letter doubled
+        "NATRITON_MAX_CONCURRNECY",  # letters swapped
+        "NATRITON_MAXCONCURRENCY",  # underscore missing
+        "NATRITON_MAX_CONCURRENCY_",
+        "natriton_max_concurrency",  # wrong case: the variable is never read
+    ],
+)
+def test_a_near_miss_is_a_typo_with_a_suggestion(misspelled: str) -> None:
+    (unknown,) = unknown_variables(CommonSettings, {misspelled: "8"})
+    assert unknown == UnknownVariable(misspelled, "NATRITON_MAX_CONCURRENCY", typo=True)
+    assert unknown.message("natriton-x") == (
+        f"{misspelled} is not a setting of natriton-x; did you mean NATRITON_MAX_CONCURRENCY?"
+    )
+
+
+def test_a_variable_of_another_service_is_only_a_warning() -> None:
+    # ingest's setting seen by the router: close to one of its own, but far more than a typo
+    (unknown,) = unknown_variables(RouterSettings, {"NATRITON_MAX_PENDING_PER_MODEL": "1"})
+    assert unknown == UnknownVariable("NATRITON_MAX_PENDING_PER_MODEL", "NATRITON_MAX_QUEUED_PER_MODEL", typo=False)
+    (far,) = unknown_variables(RouterSettings, {"NATRITON_CACHE_TTL_S": "1"})
+    assert far == UnknownVariable("NATRITON_CACHE_TTL_S", "", typo=False)
+    assert far.message("natriton-router") == "NATRITON_CACHE_TTL_S is not a setting of natriton-router"
+
+
+def test_only_unknown_natriton_variables_are_reported_sorted() -> None:
+    env = {
+        "PATH": "/bin",
+        "MAX_CONCURRENCY": "3",
+        "XNATRITON_LOG_LEVEL": "x",
+        "NATRITON_LOG_LEVEL": "DEBUG",
+        "NATRITON_ZZZ": "1",
+        "NATRITON_": "1",
+        "NATRITON_AAA": "1",
+    }
+    found = unknown_variables(CommonSettings, env)
+    assert [u.name for u in found] == ["NATRITON_", "NATRITON_AAA", "NATRITON_ZZZ"]
+    assert not any(u.typo for u in found)
+    assert found[0].suggestion == ""
+    assert unknown_variables(CommonSettings, {}) == []
+
+
+def test_classify_with_nothing_known() -> None:
+    assert classify_variable("NATRITON_X", []) == UnknownVariable("NATRITON_X", "", typo=False)
+
+
+@pytest.mark.parametrize("reader", list(SERVICE_SETTINGS))
+def test_no_setting_of_one_service_is_taken_for_a_typo_by_another(reader: str) -> None:
+    """Every service may see the others' variables (one shared environment): that must never stop it."""
+    reader_type = SERVICE_SETTINGS[reader]
+    foreign = {
+        f"NATRITON_{f.upper()}": "1"
+        for name, settings_type in SERVICE_SETTINGS.items()
+        if name != reader
+        for f in settings_type.__struct_fields__
+        if f not in reader_type.__struct_fields__
+    }
+    typos = [u for u in unknown_variables(reader_type, foreign) if u.typo]
+    assert typos == [], f"rename one of these settings; they are {TYPO_MAX_EDITS} edits or fewer apart: {typos}"

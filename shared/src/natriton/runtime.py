@@ -6,28 +6,37 @@ What it gives a service (see docs/decisions/0001-service-runtime.md for why it i
   (further messages wait in the subscription, or are answered at once by ``on_overload``);
 - one OpenTelemetry span per message, the parent taken from the ``traceparent`` header;
 - typed errors: a handler raises :class:`~natriton.errors.MeshError` and its ``on_error`` replies;
-- registration with ``nats.micro`` so ``$SRV.PING``, ``$SRV.INFO`` and ``$SRV.STATS`` discover every copy;
+- the NATS micro v1 protocol (``$SRV.PING``, ``$SRV.INFO``, ``$SRV.STATS``; plain, ``.<name>`` and
+  ``.<name>.<id>``), answered by the runtime itself so that the numbers are truthful (see below);
 - a graceful drain on SIGTERM: stop taking messages, finish what was accepted, flush, close.
+
+Why not ``nats.micro.Service``: it times and counts the endpoint handler, and ours hands each message to a task and
+returns at once, so its processing time and error counts would be wrong; it also keeps the endpoint subscriptions
+private (and unsubscribes instead of draining them on stop). The runtime owns its subscriptions and answers the
+three verbs with the same JSON (``io.nats.micro.v1.*_response``) that nats-py, nats.go and the ``nats micro`` CLI
+read: ``num_requests`` counts messages taken, ``num_errors`` those answered with an error (failed or rejected),
+``processing_time`` the handlers' own time, and ``data`` our per-endpoint counters plus the app's numbers (``app``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import re
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.micro.request import Request as MicroRequest
-from nats.micro.service import EndpointConfig, EndpointStats, ServiceConfig
-from nats.micro.service import Service as MicroService
+from nats.nuid import NUID
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
@@ -51,6 +60,74 @@ class Inbound:
 Handler = Callable[[Inbound], Awaitable[None]]
 ErrorHandler = Callable[[Inbound, MeshError], Awaitable[None]]
 
+# ------------------------------------------------------------------------------------------------ NATS micro v1
+MICRO_PREFIX = "$SRV"
+PING_RESPONSE_TYPE = "io.nats.micro.v1.ping_response"
+INFO_RESPONSE_TYPE = "io.nats.micro.v1.info_response"
+STATS_RESPONSE_TYPE = "io.nats.micro.v1.stats_response"
+MICRO_VERBS = ("PING", "INFO", "STATS")
+MICRO_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+"""What NATS micro allows in service and endpoint names."""
+MICRO_VERSION = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
+"""Semantic version (what NATS micro requires of a service version)."""
+
+
+def micro_control_subjects(verb: str, name: str, service_id: str) -> tuple[str, str, str]:
+    """Where one verb is asked: of every service, of every copy of ``name``, of this copy."""
+    return (f"{MICRO_PREFIX}.{verb}", f"{MICRO_PREFIX}.{verb}.{name}", f"{MICRO_PREFIX}.{verb}.{name}.{service_id}")
+
+
+def micro_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with microseconds (what Go's ``time.Time`` and nats-py's ``ServiceStats`` parse)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class MicroIdentity:
+    """Who answers ``$SRV`` requests: the kind of service, this copy's id, its version and metadata."""
+
+    name: str
+    id: str
+    version: str
+    description: str
+    metadata: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        if not MICRO_NAME.match(self.name):
+            raise ValueError(f"service name {self.name!r} must match {MICRO_NAME.pattern}")
+        if not MICRO_VERSION.match(self.version):
+            raise ValueError(f"service version {self.version!r} must be a semantic version (1.2.3)")
+
+    def response(self, response_type: str) -> dict[str, Any]:
+        """The fields every response carries."""
+        return {
+            "type": response_type,
+            "name": self.name,
+            "id": self.id,
+            "version": self.version,
+            "metadata": dict(self.metadata),
+        }
+
+
+def endpoint_info(name: str, subject: str, queue_group: str) -> dict[str, Any]:
+    """One endpoint in ``$SRV.INFO``."""
+    return {"name": name, "subject": subject, "queue_group": queue_group, "metadata": {}}
+
+
+def ping_response(identity: MicroIdentity) -> dict[str, Any]:
+    """The ``$SRV.PING`` answer."""
+    return identity.response(PING_RESPONSE_TYPE)
+
+
+def info_response(identity: MicroIdentity, endpoints: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ``$SRV.INFO`` answer; ``endpoints`` as made by :func:`endpoint_info`."""
+    return {**identity.response(INFO_RESPONSE_TYPE), "description": identity.description, "endpoints": endpoints}
+
+
+def stats_response(identity: MicroIdentity, started: datetime, endpoints: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ``$SRV.STATS`` answer; ``endpoints`` as made by :meth:`EndpointCounters.micro_stats`."""
+    return {**identity.response(STATS_RESPONSE_TYPE), "started": micro_time(started), "endpoints": endpoints}
+
 
 @dataclass(slots=True)
 class EndpointCounters:
@@ -62,7 +139,10 @@ class EndpointCounters:
     rejected: int = 0
     in_flight: int = 0
     busy_ns: int = 0
+    """Time spent in the handler (and ``on_error``) of messages that finished."""
     errors_by_code: dict[str, int] = field(default_factory=dict)
+    last_error: str = ""
+    """``code: message`` of the latest failure or rejection (``last_error`` in ``$SRV.STATS``)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly view."""
@@ -77,6 +157,29 @@ class EndpointCounters:
             "errors_by_code": dict(self.errors_by_code),
         }
 
+    def micro_stats(self, name: str, subject: str, queue_group: str, app: Any = None) -> dict[str, Any]:
+        """One endpoint in ``$SRV.STATS``: truthful micro numbers, our counters (and the app's under ``app``) in data.
+
+        ``num_requests`` counts every message taken, ``num_errors`` those answered with an error (failed in the
+        handler or rejected on overload), ``processing_time`` the time handlers ran (ns) and
+        ``average_processing_time`` its mean over finished messages.
+        """
+        done = self.succeeded + self.failed
+        data = self.as_dict()
+        if app is not None:
+            data["app"] = app
+        return {
+            "name": name,
+            "subject": subject,
+            "queue_group": queue_group,
+            "num_requests": self.received,
+            "num_errors": self.failed + self.rejected,
+            "last_error": self.last_error,
+            "processing_time": self.busy_ns,
+            "average_processing_time": self.busy_ns // done if done else 0,
+            "data": data,
+        }
+
 
 class _Endpoint:
     """Dispatches messages of one subscription into bounded concurrent tasks."""
@@ -85,6 +188,8 @@ class _Endpoint:
         self,
         runtime: ServiceRuntime,
         name: str,
+        subject: str,
+        queue_group: str,
         handler: Handler,
         on_error: ErrorHandler | None,
         on_overload: Handler | None,
@@ -93,6 +198,9 @@ class _Endpoint:
     ) -> None:
         self.runtime = runtime
         self.name = name
+        self.subject = subject
+        self.queue_group = queue_group
+        self.max_concurrency = max_concurrency
         self.handler = handler
         self.on_error = on_error
         self.on_overload = on_overload
@@ -107,7 +215,11 @@ class _Endpoint:
         self.counters.received += 1
         if self.slots.locked() and self.on_overload is not None:
             self.counters.rejected += 1
-            await self.on_overload(inbound)
+            self.counters.last_error = f"{ErrorCode.OVERLOADED.value}: all {self.max_concurrency} slots busy"
+            try:
+                await self.on_overload(inbound)
+            except Exception:
+                log.exception("%s: could not send the overload reply for %s", self.runtime.name, self.name)
             return
         await self.slots.acquire()
         self.counters.in_flight += 1
@@ -140,6 +252,7 @@ class _Endpoint:
 
     async def _fail(self, inbound: Inbound, error: MeshError) -> None:
         self.counters.failed += 1
+        self.counters.last_error = f"{error.code.value}: {error.message}"
         by_code = self.counters.errors_by_code
         by_code[error.code.value] = by_code.get(error.code.value, 0) + 1
         if self.on_error is None:
@@ -161,8 +274,17 @@ class ServiceRuntime:
         self.tracer_provider: TracerProvider = setup_tracing(name, settings.instance_id, version)
         self.tracer: Tracer = self.tracer_provider.get_tracer(f"natriton.{name}", version)
         self._nc: NATS | None = None
-        self._micro: MicroService | None = None
+        self.micro = MicroIdentity(
+            name=f"natriton-{name}",
+            id=NUID().next().decode(),
+            version=version,
+            description=f"Natriton {name} service",
+            metadata={"instance_id": settings.instance_id},
+        )
+        """This copy as NATS micro names it (``$SRV.*.<name>.<id>``)."""
+        self.started = datetime.now(UTC)
         self._endpoints: list[_Endpoint] = []
+        self._control_subscriptions: list[Subscription] = []
         self._other_subscriptions: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -183,7 +305,7 @@ class ServiceRuntime:
         return self.settings.instance_id
 
     async def connect(self) -> None:
-        """Connect to NATS (retrying while the server is not up yet) and register with nats.micro."""
+        """Connect to NATS (retrying while the server is not up yet) and answer ``$SRV.PING/INFO/STATS``."""
         options: dict[str, Any] = {
             "servers": self.settings.nats_servers,
             "name": f"natriton-{self.name}-{self.instance_id}",
@@ -198,17 +320,17 @@ class ServiceRuntime:
         if self.settings.nats_creds_file:
             options["user_credentials"] = self.settings.nats_creds_file
         self._nc = await nats.connect(**options)
-        self._micro = MicroService(
-            self._nc,
-            ServiceConfig(
-                name=f"natriton-{self.name}",
-                version=self.version,
-                description=f"Natriton {self.name} service",
-                metadata={"instance_id": self.instance_id},
-                stats_handler=self._micro_stats,
-            ),
-        )
-        await self._micro.start()
+        self.started = datetime.now(UTC)
+        answers: dict[str, Callable[[], dict[str, Any]]] = {
+            "PING": lambda: ping_response(self.micro),
+            "INFO": self.micro_info,
+            "STATS": self.micro_stats,
+        }
+        for verb in MICRO_VERBS:
+            callback = self._control_callback(answers[verb])
+            for subject in micro_control_subjects(verb, self.micro.name, self.micro.id):
+                self._control_subscriptions.append(await self._nc.subscribe(subject, cb=callback))
+        await self._nc.flush()
         log.info("%s %s connected to NATS (instance %s)", self.name, self.version, self.instance_id)
 
     async def _on_nats_error(self, exc: Exception) -> None:
@@ -234,23 +356,26 @@ class ServiceRuntime:
         max_concurrency: int | None = None,
         traced: bool = True,
     ) -> None:
-        """Serve ``subject`` in ``queue_group`` with ``handler``, listed in nats.micro INFO and STATS.
+        """Serve ``subject`` in ``queue_group`` with ``handler``, listed in ``$SRV.INFO`` and ``$SRV.STATS``.
 
         ``on_overload`` answers a message at once when all slots are busy; without it the message waits.
         """
+        if not MICRO_NAME.match(name):
+            raise ValueError(f"endpoint name {name!r} must match {MICRO_NAME.pattern}")
+        if not subject or " " in subject or not queue_group or " " in queue_group:
+            raise ValueError("an endpoint needs a subject and a queue group without spaces")
         endpoint = _Endpoint(
-            self, name, handler, on_error, on_overload, max_concurrency or self.settings.max_concurrency, traced
+            self,
+            name,
+            subject,
+            queue_group,
+            handler,
+            on_error,
+            on_overload,
+            max_concurrency or self.settings.max_concurrency,
+            traced,
         )
-        micro = self._require_micro()
-
-        async def micro_handler(request: MicroRequest) -> None:
-            await endpoint.dispatch(request._msg)
-
-        await micro.add_endpoint(
-            EndpointConfig(name=name, subject=subject, queue_group=queue_group, handler=micro_handler)
-        )
-        # nats.micro keeps the subscription private; we need it to drain (not drop) on shutdown.
-        endpoint.subscription = micro._endpoints[-1]._subscription
+        endpoint.subscription = await self.nc.subscribe(subject, queue=queue_group, cb=endpoint.dispatch)
         self._endpoints.append(endpoint)
 
     async def subscribe(self, subject: str, handler: Callable[[Msg], Awaitable[None]]) -> Subscription:
@@ -274,19 +399,34 @@ class ServiceRuntime:
         """Counters of every endpoint by name."""
         return {e.name: e.counters.as_dict() for e in self._endpoints}
 
-    def _micro_stats(self, stats: EndpointStats) -> dict[str, Any]:
-        data: dict[str, Any] = {}
-        for endpoint in self._endpoints:
-            if endpoint.name == stats.name:
-                data = endpoint.counters.as_dict()
-        if self.stats_extension is not None:
-            data["app"] = self.stats_extension()
-        return data
+    # ---------------------------------------------------------------- NATS micro
+    def micro_info(self) -> dict[str, Any]:
+        """This copy's ``$SRV.INFO`` answer."""
+        return info_response(self.micro, [endpoint_info(e.name, e.subject, e.queue_group) for e in self._endpoints])
 
-    def _require_micro(self) -> MicroService:
-        if self._micro is None:
-            raise RuntimeError("ServiceRuntime.connect() has not been called")
-        return self._micro
+    def micro_stats(self) -> dict[str, Any]:
+        """This copy's ``$SRV.STATS`` answer (the app's numbers are taken once and shown in every endpoint)."""
+        app: Any = None
+        if self.stats_extension is not None:
+            try:
+                app = self.stats_extension()
+            except Exception as exc:
+                log.exception("%s: stats_extension failed", self.name)
+                app = {"error": type(exc).__name__}
+        endpoints = [e.counters.micro_stats(e.name, e.subject, e.queue_group, app) for e in self._endpoints]
+        return stats_response(self.micro, self.started, endpoints)
+
+    def _control_callback(self, answer: Callable[[], dict[str, Any]]) -> Callable[[Msg], Awaitable[None]]:
+        async def on_request(msg: Msg) -> None:
+            if not msg.reply:
+                return
+            try:
+                body = json.dumps(answer(), default=str).encode()
+                await self.nc.publish(msg.reply, body)
+            except Exception:
+                log.exception("%s: could not answer %s", self.name, msg.subject)
+
+        return on_request
 
     # ---------------------------------------------------------------- lifecycle
     def request_stop(self) -> None:
@@ -306,10 +446,10 @@ class ServiceRuntime:
         self._stopping.set()
         timeout = self.settings.drain_timeout_s
         log.info("%s draining (up to %.1f s)", self.name, timeout)
-        for endpoint in self._endpoints:
-            if endpoint.subscription is not None:
-                with contextlib.suppress(Exception):
-                    await endpoint.subscription.drain()  # type: ignore[no-untyped-call]
+        # stop taking messages on every endpoint at once; each drain returns when its pending messages are dispatched
+        await asyncio.gather(
+            *(_drain_subscription(e.subscription) for e in self._endpoints if e.subscription is not None)
+        )
         deadline = time.monotonic() + timeout
         while self._tasks and time.monotonic() < deadline:
             await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - time.monotonic()))
@@ -317,8 +457,14 @@ class ServiceRuntime:
             log.warning("%s: %d tasks still running after drain timeout; cancelling", self.name, len(self._tasks))
             for task in list(self._tasks):
                 task.cancel()
+        # then $SRV, the plain subscriptions and whatever is buffered; the connection closes
         if self._nc is not None and not self._nc.is_closed:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
         self.tracer_provider.shutdown()
         log.info("%s stopped", self.name)
+
+
+async def _drain_subscription(subscription: Subscription) -> None:
+    with contextlib.suppress(Exception):
+        await subscription.drain()  # type: ignore[no-untyped-call]
