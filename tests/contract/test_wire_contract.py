@@ -16,7 +16,6 @@ import msgspec
 import pytest
 
 from natriton import headers, messages, subjects
-from natriton_client import protocol
 from natriton.errors import ErrorCode
 from natriton.messages import (
     Batch,
@@ -46,23 +45,68 @@ from natriton.messages import (
     TensorSpec,
     TextInput,
 )
+from natriton.profiles import (
+    ClassifierProfile,
+    ColorOrder,
+    DetectorProfile,
+    EmbedderProfile,
+    ImageSpec,
+    ModelProfile,
+    RawProfile,
+    ResizeMode,
+    TextSpec,
+)
+from natriton_client import protocol
 
 GOLDEN = Path(__file__).parent / "golden"
 
 TENSOR = Tensor(name="IMAGE", datatype="UINT8", shape=(1, 2, 2, 3), data=bytes(range(12)))
 LOGITS = Tensor(name="LOGITS", datatype="FP32", shape=(1, 2), data=b"\x00\x00\x80\x3f\x00\x00\x00\x40")
-JOB = Job(model="mobilenet_v2", version="1", task="image_classification", top_k=3, cache_key="natriton:v1:result:k")
+JOB = Job(model="mobilenet_v2", version="1", task="classifier", top_k=3, cache_key="natriton:v1:result:k")
 CLASSIFICATION = Classification(
     classes=(ClassScore(index=967, label="espresso", score=0.9), ClassScore(index=1, label="goldfish", score=0.1))
 )
+IMAGE_SPEC = ImageSpec(input="IMAGE", datatype="UINT8", height=224, width=224, channels_last=True, resize_shorter=256)
+TEXT_SPEC = TextSpec(tokenizer_file="minilm_l6_v2/tokenizer.json", tokenizer_sha256="ab" * 32, max_tokens=128)
+CLASSIFIER = ClassifierProfile(output="LOGITS", labels=("tench", "goldfish"), image=IMAGE_SPEC)
+DETECTOR = DetectorProfile(
+    boxes_output="BOXES",
+    scores_output="SCORES",
+    class_names=("face",),
+    score_threshold=0.6,
+    nms_iou=0.4,
+    image=ImageSpec(
+        input="IMAGE",
+        datatype="UINT8",
+        height=300,
+        width=300,
+        channels_last=True,
+        color=ColorOrder.BGR,
+        resize=ResizeMode.STRETCH,
+    ),
+)
+EMBEDDER = EmbedderProfile(output="EMBEDDING", text=TEXT_SPEC)
 MODEL_INFO = ModelInfo(
     name="mobilenet_v2",
     versions=("1", "2"),
-    task="image_classification",
+    task="classifier",
     max_batch_size=32,
     inputs=(TensorSpec(name="IMAGE", datatype="UINT8", shape=(224, 224, 3)),),
     outputs=(TensorSpec(name="LOGITS", datatype="FP32", shape=(1000,)),),
-    parameters={"natriton.labels": "imagenet1k"},
+    parameters={"natriton.kind": "classifier", "natriton.resize_shorter": "256"},
+    preferred_batch_sizes=(8,),
+    profile=CLASSIFIER,
+    cache_ttl_s=60,
+)
+BROKEN_MODEL_INFO = ModelInfo(
+    name="broken",
+    versions=("1",),
+    task="invalid",
+    max_batch_size=0,
+    inputs=(),
+    outputs=(),
+    parameters={"natriton.colour": "RGB"},
+    problem="model 'broken' (classifier): invalid parameters: Object contains unknown field `colour`",
 )
 
 # (message, the type it is decoded as, its expected "type" tag or None for untagged nested structs)
@@ -120,11 +164,30 @@ EXAMPLES: list[tuple[Any, Any, str | None]] = [
     (InferResponse(request_id="r", model="m", version="1", result=CLASSIFICATION), Reply, "infer_response"),
     (ErrorReply(request_id="r", code=ErrorCode.INTERNAL, message="boom"), Reply, "error"),
     (Batch(items=(CLASSIFICATION, RawOutputs(tensors=(LOGITS,)))), Result, "batch"),
+    # the model catalog (JSON values of the KV bucket natriton_models): the typed profiles
+    (BROKEN_MODEL_INFO, ModelInfo, "model_info"),
+    (IMAGE_SPEC, ImageSpec, None),
+    (TEXT_SPEC, TextSpec, None),
+    (CLASSIFIER, ModelProfile, "classifier"),
+    (ClassifierProfile(output="PROBS", softmax=False), ModelProfile, "classifier"),
+    (DETECTOR, ModelProfile, "detector"),
+    (DetectorProfile(boxes_output="BOXES", scores_output="SCORES"), ModelProfile, "detector"),
+    (EMBEDDER, ModelProfile, "embedder"),
+    (EmbedderProfile(output="EMBEDDING"), ModelProfile, "embedder"),
+    (RawProfile(), ModelProfile, "raw"),
+    (CLASSIFIER, ClassifierProfile, "classifier"),
+    (DETECTOR, DetectorProfile, "detector"),
+    (EMBEDDER, EmbedderProfile, "embedder"),
+    (RawProfile(), RawProfile, "raw"),
 ]
 IDS = [f"{type(m).__name__}-as-{getattr(t, '__name__', 'union')}-{i}" for i, (m, t, _) in enumerate(EXAMPLES)]
 
 ALL_TAGS = {
     "batch",
+    "classifier",
+    "detector",
+    "embedder",
+    "raw",
     "text",
     "detections",
     "embedding",
@@ -144,14 +207,40 @@ ALL_TAGS = {
 }
 
 
+def _reachable_structs(info: msgspec.inspect.Type, found: set[type[msgspec.Struct]]) -> None:
+    """Every Struct a value of this type may contain (fields, unions, collections), recursively."""
+    if isinstance(info, msgspec.inspect.StructType):
+        if info.cls in found:
+            return
+        found.add(info.cls)
+        children: list[msgspec.inspect.Type] = [f.type for f in info.fields]
+    elif isinstance(info, msgspec.inspect.UnionType):
+        children = list(info.types)
+    elif isinstance(info, msgspec.inspect.VarTupleType | msgspec.inspect.ListType | msgspec.inspect.SetType):
+        children = [info.item_type]
+    elif isinstance(info, msgspec.inspect.TupleType):
+        children = list(info.item_types)
+    elif isinstance(info, msgspec.inspect.DictType):
+        children = [info.key_type, info.value_type]
+    else:
+        children = []
+    for child in children:
+        _reachable_structs(child, found)
+
+
 def _struct_types() -> list[type[msgspec.Struct]]:
-    return [
+    """The message types of :mod:`natriton.messages` and every Struct that travels inside them (the profiles)."""
+    roots = [
         obj
         for _, obj in inspect.getmembers(messages, inspect.isclass)
         if issubclass(obj, msgspec.Struct)
         and obj.__module__ in (messages.__name__, protocol.__name__)
         and not obj.__name__.startswith("_")
     ]
+    found: set[type[msgspec.Struct]] = set()
+    for info in msgspec.inspect.multi_type_info(roots):
+        _reachable_structs(info, found)
+    return sorted((cls for cls in found if not cls.__name__.startswith("_")), key=lambda cls: cls.__name__)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -211,6 +300,9 @@ PINNED_FIELDS = {
         "outputs",
         "parameters",
         "preferred_batch_sizes",
+        "profile",
+        "cache_ttl_s",
+        "problem",
     ),
     "TextInput": ("text",),
     "Batch": ("items",),
@@ -219,6 +311,12 @@ PINNED_FIELDS = {
     "Embedding": ("vector",),
     "CacheEntry": ("version", "result"),
     "RoutePolicy": ("model", "weights", "shadow_version", "shadow_fraction"),
+    "ImageSpec": ("input", "datatype", "height", "width", "channels_last", "color", "resize", "resize_shorter"),
+    "TextSpec": ("tokenizer_file", "tokenizer_sha256", "max_tokens", "ids_input", "mask_input"),
+    "ClassifierProfile": ("output", "labels", "softmax", "image"),
+    "DetectorProfile": ("boxes_output", "scores_output", "class_names", "score_threshold", "nms_iou", "image"),
+    "EmbedderProfile": ("output", "text"),
+    "RawProfile": (),
 }
 
 
@@ -282,6 +380,63 @@ def test_unknown_error_code_is_rejected() -> None:
     body = {"type": "error", "request_id": "r", "code": "teapot", "message": "?"}
     with pytest.raises(msgspec.ValidationError):
         Codec(Reply).decode(json.dumps(body).encode(), json=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# the model catalog as operators see it (``nats kv get natriton_models mobilenet_v2``)
+# ------------------------------------------------------------------------------------------------
+def test_catalog_entry_json_form() -> None:
+    entry = json.loads(Codec(ModelInfo).encode(MODEL_INFO, json=True))
+    assert entry["type"] == "model_info"
+    assert entry["task"] == "classifier"
+    assert entry["cache_ttl_s"] == 60
+    assert entry["problem"] == ""
+    assert entry["profile"] == {
+        "type": "classifier",
+        "output": "LOGITS",
+        "labels": ["tench", "goldfish"],
+        "softmax": True,
+        "image": {
+            "input": "IMAGE",
+            "datatype": "UINT8",
+            "height": 224,
+            "width": 224,
+            "channels_last": True,
+            "color": "RGB",
+            "resize": "shorter_side_crop",
+            "resize_shorter": 256,
+        },
+    }
+
+
+def test_profile_enum_values_are_pinned() -> None:
+    assert {c.value for c in ColorOrder} == {"RGB", "BGR"}
+    assert {r.value for r in ResizeMode} == {"shorter_side_crop", "stretch"}
+    detector = json.loads(Codec(ModelProfile).encode(DETECTOR, json=True))
+    assert (detector["image"]["color"], detector["image"]["resize"]) == ("BGR", "stretch")
+
+
+def test_catalog_entry_from_before_profiles_decodes_as_raw() -> None:
+    old = {
+        "type": "model_info",
+        "name": "m",
+        "versions": ["1"],
+        "task": "image_classification",
+        "max_batch_size": 8,
+        "inputs": [],
+        "outputs": [],
+        "parameters": {"natriton.task": "image_classification"},
+    }
+    info = Codec(ModelInfo).decode(json.dumps(old).encode(), json=True)
+    assert (info.profile, info.cache_ttl_s, info.problem) == (RawProfile(), None, "")
+
+
+@pytest.mark.parametrize("json_form", [False, True], ids=["msgpack", "json"])
+def test_unknown_profile_kind_is_rejected(json_form: bool) -> None:
+    body = {"type": "segmenter", "output": "MASK"}
+    data = json.dumps(body).encode() if json_form else msgspec.msgpack.encode(body)
+    with pytest.raises(msgspec.ValidationError):
+        Codec(ModelProfile).decode(data, json=json_form)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -376,7 +531,16 @@ def test_public_subjects_are_pinned() -> None:
     assert subjects.ROUTE == "natriton.v1.internal.route"
     assert subjects.POSTPROCESS == "natriton.v1.internal.postprocess"
     assert subjects.MODELS_BUCKET == "natriton_models"
+    assert subjects.MODEL_FILES_BUCKET == "natriton_model_files"
+    assert subjects.ROUTES_BUCKET == "natriton_routes"
+    assert subjects.RESULTS_PREFIX == "natriton.v1.results"
     assert subjects.queue_group("router") == "natriton.router"
+
+
+def test_internal_headers_are_pinned() -> None:
+    # read by older copies of the services during a rolling upgrade
+    assert headers.MESH_ID == "Natriton-Mesh-Id"
+    assert headers.REPLY_TO == "Natriton-Reply-To"
 
 
 def test_public_headers_are_pinned() -> None:
@@ -384,6 +548,9 @@ def test_public_headers_are_pinned() -> None:
     assert headers.TIMEOUT_MS == "Natriton-Timeout-Ms"
     assert headers.DEADLINE == "Natriton-Deadline"
     assert headers.CONTENT_TYPE == "Content-Type"
+    assert headers.RESULTS_TO == "Natriton-Results-To"
+    assert protocol.SHARED_RESULTS == "shared"
+    assert protocol.MAX_REQUEST_ID_LENGTH == 128
     assert headers.CACHE == "Natriton-Cache"
     assert headers.SERVICE_ERROR == "Nats-Service-Error"
     assert headers.SERVICE_ERROR_CODE == "Nats-Service-Error-Code"

@@ -1,4 +1,5 @@
-"""The front door: admit() applies size, deadline, encoding and validation rules in order."""
+"""The front door: admit() applies request id, size, deadline, encoding and validation rules in order, and gives
+the request its envelope; answer_subject() picks where the one answer goes."""
 
 from __future__ import annotations
 
@@ -10,13 +11,24 @@ import msgspec
 import pytest
 
 from natriton import headers as h
+from natriton.envelope import Envelope
 from natriton.errors import ErrorCode, MeshError
 from natriton.messages import Codec, ImageInput, InferRequest, InferResponse, RawOutputs, Tensor, TensorInput
-from natriton_ingest.logic import admit, deadline_of, request_id_of, wants_json
+from natriton_ingest.logic import (
+    Admitted,
+    admit,
+    answer_subject,
+    deadline_of,
+    decode_request,
+    request_id_of,
+    wants_json,
+)
 
 NOW = 1_700_000_000_000
+REPLY_TO = "natriton.v1.internal.replies.ingest-1"
 LIMITS: dict[str, Any] = {
     "now_ms": NOW,
+    "reply_to": REPLY_TO,
     "max_payload_bytes": 4096,
     "default_timeout_ms": 10_000,
     "max_timeout_ms": 60_000,
@@ -26,7 +38,7 @@ CODEC: Codec[InferRequest] = Codec(InferRequest)
 REQUEST = InferRequest(model="mobilenet_v2", input=ImageInput(data=b"\xff\xd8jpeg"), top_k=3)
 
 
-def _admit(data: bytes, headers: dict[str, str] | None = None, **overrides: Any) -> Any:
+def _admit(data: bytes, headers: dict[str, str] | None = None, **overrides: Any) -> Admitted:
     return admit(data, headers or {}, **{**LIMITS, **overrides})
 
 
@@ -40,8 +52,22 @@ def test_admits_a_msgpack_request_with_defaults() -> None:
     admitted = _admit(CODEC.encode(REQUEST))
     assert admitted.request == REQUEST
     assert admitted.json is False
-    assert admitted.deadline_ms == NOW + 10_000
+    assert admitted.envelope.deadline_ms == NOW + 10_000
     assert re.fullmatch(r"[0-9a-f]{32}", admitted.request_id)
+    assert admitted.envelope.request_id == admitted.request_id
+    assert admitted.envelope.reply_to == REPLY_TO
+    assert re.fullmatch(r"[0-9a-f]{32}", admitted.envelope.mesh_id)
+
+
+def test_envelope_has_a_fresh_mesh_id_even_when_the_producer_reuses_its_id() -> None:
+    headers = {h.REQUEST_ID: "frame-7"}
+    first, second = _admit(CODEC.encode(REQUEST), headers), _admit(CODEC.encode(REQUEST), headers)
+    assert first.request_id == second.request_id == "frame-7"
+    assert first.envelope.mesh_id != second.envelope.mesh_id
+    assert first.envelope == Envelope(
+        mesh_id=first.envelope.mesh_id, request_id="frame-7", deadline_ms=NOW + 10_000, reply_to=REPLY_TO
+    )
+    assert Envelope.from_headers(first.envelope.to_headers()) == first.envelope
 
 
 def test_json_content_type_decodes_json() -> None:
@@ -115,11 +141,11 @@ def test_past_deadline_is_deadline_exceeded(deadline: int) -> None:
 
 
 def test_future_deadline_header_is_kept() -> None:
-    assert _admit(CODEC.encode(REQUEST), {h.DEADLINE: str(NOW + 1234)}).deadline_ms == NOW + 1234
+    assert _admit(CODEC.encode(REQUEST), {h.DEADLINE: str(NOW + 1234)}).envelope.deadline_ms == NOW + 1234
 
 
 def test_timeout_header_is_relative_to_now() -> None:
-    assert _admit(CODEC.encode(REQUEST), {h.TIMEOUT_MS: "250"}).deadline_ms == NOW + 250
+    assert _admit(CODEC.encode(REQUEST), {h.TIMEOUT_MS: "250"}).envelope.deadline_ms == NOW + 250
 
 
 @pytest.mark.parametrize("timeout", ["0", "-5"])
@@ -129,7 +155,7 @@ def test_zero_or_negative_timeout_is_deadline_exceeded(timeout: str) -> None:
 
 def test_deadline_header_wins_over_timeout_header() -> None:
     admitted = _admit(CODEC.encode(REQUEST), {h.DEADLINE: str(NOW + 500), h.TIMEOUT_MS: "9000"})
-    assert admitted.deadline_ms == NOW + 500
+    assert admitted.envelope.deadline_ms == NOW + 500
 
 
 @pytest.mark.parametrize(
@@ -137,7 +163,7 @@ def test_deadline_header_wins_over_timeout_header() -> None:
     [{h.DEADLINE: str(NOW + 3_600_000)}, {h.TIMEOUT_MS: "3600000"}],
 )
 def test_deadline_is_capped_at_max_timeout(headers: dict[str, str]) -> None:
-    assert _admit(CODEC.encode(REQUEST), headers).deadline_ms == NOW + 60_000
+    assert _admit(CODEC.encode(REQUEST), headers).envelope.deadline_ms == NOW + 60_000
 
 
 @pytest.mark.parametrize(
@@ -184,11 +210,39 @@ def test_garbage_or_wrong_message_is_invalid_argument(body: bytes) -> None:
     assert "infer_request" in err.message
 
 
-@pytest.mark.parametrize("body", [b"{", b"[]", b"not json", b'{"type": "infer_request"}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{",
+        b"[]",
+        b"not json",
+        b'{"type": "infer_request"}',
+        b'{"model": "m", "input": {"type": "image", "data": ""}}',  # no type tag
+        b'{"type": "_no_other_request"}',
+        b'{"type": "infer_request", "model": "m", "input": {"type": "image", "data": ""}, "x": '
+        + b"[" * 1_000
+        + b"]" * 1_000
+        + b"}",
+    ],
+    ids=["truncated", "array", "not-json", "no-fields", "no-type", "placeholder-type", "deeply-nested"],
+)
 def test_garbage_json_is_invalid_argument(body: bytes) -> None:
     err = _refused(body, {h.CONTENT_TYPE: h.JSON})
     assert err.code is ErrorCode.INVALID_ARGUMENT
     assert "JSON" in err.message
+
+
+@pytest.mark.parametrize("json_form", [False, True], ids=["msgpack", "json"])
+def test_request_without_the_type_tag_is_refused(json_form: bool) -> None:
+    untagged = {"model": "m", "input": {"type": "image", "data": "aGVsbG8=" if json_form else b"hello"}}
+    body = json.dumps(untagged).encode() if json_form else msgspec.msgpack.encode(untagged)
+    with pytest.raises(MeshError) as info:
+        decode_request(body, json=json_form)
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
+    assert "`type`" in info.value.message
+    tagged = {"type": "infer_request", **untagged}
+    body = json.dumps(tagged).encode() if json_form else msgspec.msgpack.encode(tagged)
+    assert decode_request(body, json=json_form) == InferRequest(model="m", input=ImageInput(data=b"hello"))
 
 
 @pytest.mark.parametrize("top_k", [0, -1, 101, 10_000])
@@ -212,10 +266,98 @@ def test_sane_request_id_is_kept(given: str) -> None:
     assert _admit(CODEC.encode(REQUEST), {h.REQUEST_ID: given}).request_id == given
 
 
-@pytest.mark.parametrize("given", [None, "", "r" * 129, "line\nbreak", "tab\there", "nul\x00"])
-def test_missing_or_insane_request_id_is_replaced(given: str | None) -> None:
+@pytest.mark.parametrize("given", [None, ""])
+def test_missing_request_id_is_made_up(given: str | None) -> None:
     headers = {} if given is None else {h.REQUEST_ID: given}
     rid = request_id_of(headers)
-    assert rid != given
     assert re.fullmatch(r"[0-9a-f]{32}", rid)
     assert request_id_of(headers) != rid  # a new one each time
+
+
+@pytest.mark.parametrize("given", ["r" * 129, "line\nbreak", "tab\there", "nul\x00", "bell\x07", "r" * 10_000])
+def test_malformed_request_id_is_invalid_argument(given: str) -> None:
+    with pytest.raises(MeshError) as info:
+        request_id_of({h.REQUEST_ID: given})
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
+    assert h.REQUEST_ID in info.value.message and "128" in info.value.message
+    err = _refused(CODEC.encode(REQUEST), {h.REQUEST_ID: given})  # admit refuses it before anything else
+    assert err.code is ErrorCode.INVALID_ARGUMENT
+    assert h.REQUEST_ID in err.message
+
+
+def test_malformed_request_id_is_checked_before_the_size() -> None:
+    err = _refused(b"x" * 5000, {h.REQUEST_ID: "r" * 129})
+    assert err.code is ErrorCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    ("data", "headers", "code"),
+    [
+        (b"x" * 5000, {}, ErrorCode.PAYLOAD_TOO_LARGE),
+        (CODEC.encode(REQUEST), {h.DEADLINE: str(NOW - 1)}, ErrorCode.DEADLINE_EXCEEDED),
+        (b"\xc1", {}, ErrorCode.INVALID_ARGUMENT),
+        (CODEC.encode(InferRequest(model="m", input=ImageInput(data=b"x"), top_k=0)), {}, ErrorCode.INVALID_ARGUMENT),
+    ],
+    ids=["size", "deadline", "body", "top_k"],
+)
+def test_refusals_carry_the_request_id(data: bytes, headers: dict[str, str], code: ErrorCode) -> None:
+    err = _refused(data, {h.REQUEST_ID: "order-42", **headers})
+    assert err.code is code
+    assert err.request_id == "order-42"
+    made_up = _refused(data, headers)
+    assert re.fullmatch(r"[0-9a-f]{32}", made_up.request_id)  # the id the producer would have got
+
+
+# ------------------------------------------------------------------------------------------------
+# where the answer goes
+# ------------------------------------------------------------------------------------------------
+def test_reply_subject_wins() -> None:
+    assert answer_subject("_INBOX.abc", {}, "m") == "_INBOX.abc"
+    assert answer_subject("_INBOX.abc", {h.RESULTS_TO: "camera.7.answers"}, "m") == "_INBOX.abc"
+    assert answer_subject("_INBOX.abc", {h.RESULTS_TO: "bad.*"}, "m") == "_INBOX.abc"  # ignored with a reply
+
+
+def test_without_reply_or_results_to_the_answer_goes_nowhere() -> None:
+    assert answer_subject("", {}, "m") == ""
+    assert answer_subject("", {h.RESULTS_TO: "  "}, "m") == ""
+
+
+@pytest.mark.parametrize("subject", ["camera.7.answers", "results", "natritonx.answers", "_INBOX.x.y"])
+def test_results_to_a_subject(subject: str) -> None:
+    assert answer_subject("", {h.RESULTS_TO: subject}, "mobilenet_v2") == subject
+    assert answer_subject("", {h.RESULTS_TO: f" {subject} "}, "mobilenet_v2") == subject
+
+
+def test_results_to_shared_is_the_models_results_subject() -> None:
+    assert answer_subject("", {h.RESULTS_TO: "shared"}, "mobilenet_v2") == "natriton.v1.results.mobilenet_v2"
+    assert answer_subject("", {h.RESULTS_TO: "shared"}, "bad.model name") == "natriton.v1.results._invalid"
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "camera.*",
+        "camera.>",
+        ">",
+        "camera..answers",
+        ".camera",
+        "camera.",
+        "camera answers",
+        "tab\there",
+        "x" * 257,
+        "natriton.v1.infer",
+        "natriton.v1.infer.more",
+        "natriton.v1.inference.done",
+        "natriton.v1.results.mobilenet_v2",  # a producer must not post answers on the shared subject
+        "natriton",
+        "natriton.v1.internal.preprocess",
+        "natriton.v1.internal.replies.ingest-1",
+        "$JS.API.STREAM.LIST",
+        "$SYS.REQ.SERVER.PING",
+    ],
+)
+def test_results_to_wildcards_or_the_meshs_own_subjects_are_refused(subject: str) -> None:
+    with pytest.raises(MeshError) as info:
+        answer_subject("", {h.RESULTS_TO: subject}, "m")
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
+    assert h.RESULTS_TO in info.value.message

@@ -1,4 +1,4 @@
-"""Image decoding, limits and shaping into the model's declared input tensor."""
+"""Image decoding, pixel modes, limits and shaping into the model's input tensor (as its profile's ImageSpec says)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,17 @@ from skimage.transform import resize as sk_resize
 
 from natriton.errors import ErrorCode, MeshError
 from natriton.messages import ModelInfo, TensorSpec
+from natriton.profiles import ColorOrder, EmbedderProfile, ImageSpec, RawProfile, ResizeMode, build_profile
 from natriton.tensors import check_against_specs, to_array, to_tensor
 from natriton_preprocess.logic import (
     DecodeLimits,
-    ImageLayout,
     check_tensors,
     decode_image,
+    image_spec_of,
     image_to_tensor,
     prepare_image,
+    resize_and_crop,
+    to_rgb,
 )
 
 LIMITS = DecodeLimits(max_pixels=24_000_000, min_side=8)
@@ -33,17 +36,30 @@ def _model(
     parameters: dict[str, str] | None = None,
     inputs: int = 1,
     max_batch_size: int = 32,
+    kind: str = "classifier",
 ) -> ModelInfo:
+    """A model as the router describes it: declared tensors plus the profile built from its parameters."""
     specs = [TensorSpec(name="IMAGE", datatype=datatype, shape=shape)]
     specs += [TensorSpec(name=f"EXTRA{i}", datatype="FP32", shape=(1,)) for i in range(1, inputs)]
+    outputs = (
+        (
+            TensorSpec(name="BOXES", datatype="FP32", shape=(-1, 4)),
+            TensorSpec(name="SCORES", datatype="FP32", shape=(-1,)),
+        )
+        if kind == "detector"
+        else (TensorSpec(name="LOGITS", datatype="FP32", shape=(1000,)),)
+    )
+    params = {"natriton.kind": kind, **(parameters or {})}
+    built = build_profile("mobilenet_v2", params, tuple(specs), outputs)
     return ModelInfo(
         name="mobilenet_v2",
         versions=("1",),
-        task="image_classification",
+        task=kind,
         max_batch_size=max_batch_size,
         inputs=tuple(specs),
-        outputs=(TensorSpec(name="LOGITS", datatype="FP32", shape=(1000,)),),
-        parameters={"natriton.task": "image_classification"} if parameters is None else parameters,
+        outputs=outputs,
+        parameters=params,
+        profile=built.profile,
     )
 
 
@@ -90,53 +106,73 @@ def _error(call: object, *args: object) -> MeshError:
 
 
 # ------------------------------------------------------------------------------------------------
-# ImageLayout.from_model
+# image_spec_of
 # ------------------------------------------------------------------------------------------------
-def test_layout_from_hwc_uint8_model() -> None:
-    layout = ImageLayout.from_model(MOBILENET)
-    assert layout == ImageLayout(
-        input_name="IMAGE",
+def test_spec_from_hwc_uint8_model() -> None:
+    assert image_spec_of(MOBILENET) == ImageSpec(
+        input="IMAGE",
         datatype="UINT8",
         height=224,
         width=224,
         channels_last=True,
-        color="RGB",
+        color=ColorOrder.RGB,
+        resize=ResizeMode.SHORTER_SIDE_CROP,
         resize_shorter=256,
     )
 
 
-def test_layout_defaults_without_parameters() -> None:
-    layout = ImageLayout.from_model(_model(parameters={}))
-    assert layout.resize_shorter == 224
-    assert layout.color == "RGB"
+def test_spec_defaults_without_parameters() -> None:
+    spec = image_spec_of(_model(parameters={}))
+    assert spec.resize_shorter == 224
+    assert spec.color is ColorOrder.RGB
+    assert spec.resize is ResizeMode.SHORTER_SIDE_CROP
 
 
-def test_layout_from_chw_fp32_bgr_model() -> None:
-    layout = ImageLayout.from_model(_model(shape=(3, 240, 320), datatype="FP32", parameters={"natriton.color": "bgr"}))
-    assert (layout.channels_last, layout.height, layout.width, layout.datatype) == (False, 240, 320, "FP32")
-    assert layout.color == "BGR"
-    assert layout.resize_shorter == 320  # never smaller than the crop
+def test_spec_from_chw_fp32_bgr_model() -> None:
+    spec = image_spec_of(_model(shape=(3, 240, 320), datatype="FP32", parameters={"natriton.color": "BGR"}))
+    assert (spec.channels_last, spec.height, spec.width, spec.datatype) == (False, 240, 320, "FP32")
+    assert spec.color is ColorOrder.BGR
+    assert spec.resize_shorter == 320  # never smaller than the crop
 
 
 @pytest.mark.parametrize(
-    ("model", "match"),
+    "model",
     [
-        (_model(inputs=2), "takes 2 inputs"),
-        (_model(shape=(1000,)), "is not an image"),
-        (_model(shape=(224, 224, 4)), "is not an image"),
-        (_model(shape=(-1, -1, 3)), "variable image size"),
+        _model(inputs=2),
+        _model(shape=(1000,)),
+        _model(shape=(224, 224, 4)),
+        _model(shape=(-1, -1, 3)),
+        _model(datatype="INT32"),
+        _model(shape=(1000,), kind="detector"),
     ],
+    ids=["two-inputs", "vector", "four-channels", "variable-size", "int32", "detector-vector"],
 )
-def test_layout_refuses_models_that_do_not_take_an_image(model: ModelInfo, match: str) -> None:
-    err = _error(ImageLayout.from_model, model)
+def test_spec_refuses_models_that_do_not_take_an_image(model: ModelInfo) -> None:
+    err = _error(image_spec_of, model)
     assert err.code is ErrorCode.INVALID_ARGUMENT
-    assert match in err.message
+    assert "'mobilenet_v2'" in err.message and "does not take images" in err.message
+
+
+@pytest.mark.parametrize("profile", [RawProfile(), EmbedderProfile(output="LOGITS")], ids=["raw", "embedder"])
+def test_raw_and_embedder_models_do_not_take_images(profile: RawProfile | EmbedderProfile) -> None:
+    info = ModelInfo(
+        name="m",
+        versions=("1",),
+        task=str(profile.__struct_config__.tag),
+        max_batch_size=8,
+        inputs=MOBILENET.inputs,  # even with an image-shaped input: the profile decides
+        outputs=MOBILENET.outputs,
+        profile=profile,
+    )
+    err = _error(image_spec_of, info)
+    assert err.code is ErrorCode.INVALID_ARGUMENT
+    assert "'m'" in err.message
 
 
 # ------------------------------------------------------------------------------------------------
 # image_to_tensor on real photos
 # ------------------------------------------------------------------------------------------------
-def _reference_crop(photo: np.ndarray, layout: ImageLayout) -> np.ndarray:
+def _reference_crop(photo: np.ndarray, layout: ImageSpec) -> np.ndarray:
     """Independent reference: the center region that maps onto the crop, resized with scikit-image."""
     h, w = photo.shape[:2]
     scale = layout.resize_shorter / min(h, w)
@@ -149,7 +185,7 @@ def _reference_crop(photo: np.ndarray, layout: ImageLayout) -> np.ndarray:
 @pytest.mark.parametrize("fmt", ["jpeg", "png"])
 def test_photo_becomes_model_tensor(fmt: str, coffee: np.ndarray, request: pytest.FixtureRequest) -> None:
     encoded = request.getfixturevalue(f"coffee_{fmt}")
-    layout = ImageLayout.from_model(MOBILENET)
+    layout = image_spec_of(MOBILENET)
     tensor = image_to_tensor(encoded, layout, LIMITS)
     assert tensor.name == "IMAGE"
     assert tensor.datatype == "UINT8"
@@ -162,7 +198,7 @@ def test_photo_becomes_model_tensor(fmt: str, coffee: np.ndarray, request: pytes
 
 def test_big_jpeg_reduced_decode_matches_full_decode(coffee: np.ndarray) -> None:
     big = Image.fromarray(coffee).resize((2400, 1600), Image.Resampling.BILINEAR)
-    layout = ImageLayout.from_model(MOBILENET)
+    layout = image_spec_of(MOBILENET)
     fast = to_array(image_to_tensor(_encode(big, "JPEG", quality=95), layout, LIMITS)).astype(np.float64)
     exact = to_array(image_to_tensor(_encode(big, "PNG", compress_level=1), layout, LIMITS)).astype(np.float64)
     assert np.abs(fast - exact).mean() < 4.0
@@ -177,11 +213,11 @@ def test_decode_uses_jpeg_draft_scale_but_keeps_the_shorter_side(coffee: np.ndar
 
 
 def test_chw_fp32_bgr_layout(coffee_png: bytes) -> None:
-    rgb = to_array(image_to_tensor(coffee_png, ImageLayout.from_model(MOBILENET), LIMITS))[0]
+    rgb = to_array(image_to_tensor(coffee_png, image_spec_of(MOBILENET), LIMITS))[0]
     model = _model(
         shape=(3, 224, 224), datatype="FP32", parameters={"natriton.resize_shorter": "256", "natriton.color": "BGR"}
     )
-    tensor = image_to_tensor(coffee_png, ImageLayout.from_model(model), LIMITS)
+    tensor = image_to_tensor(coffee_png, image_spec_of(model), LIMITS)
     assert (tensor.datatype, tensor.shape) == ("FP32", (1, 3, 224, 224))
     chw = to_array(tensor)[0]
     np.testing.assert_array_equal(chw[0], rgb[:, :, 2].astype(np.float32))  # B first
@@ -189,20 +225,128 @@ def test_chw_fp32_bgr_layout(coffee_png: bytes) -> None:
 
 
 def test_unsupported_image_datatype_is_refused(coffee_png: bytes) -> None:
-    layout = ImageLayout.from_model(_model(datatype="INT32"))
-    err = _error(image_to_tensor, coffee_png, layout, LIMITS)
+    # a profile never declares one (an INT32 input takes tensors only), but prepare_image checks anyway
+    spec = ImageSpec(input="IMAGE", datatype="INT32", height=224, width=224, channels_last=True, resize_shorter=256)
+    err = _error(image_to_tensor, coffee_png, spec, LIMITS)
     assert err.code is ErrorCode.INVALID_ARGUMENT
     assert "INT32" in err.message
 
 
+# ------------------------------------------------------------------------------------------------
+# pixel modes: everything a JPEG or PNG decodes to becomes 8-bit RGB
+# ------------------------------------------------------------------------------------------------
+def _gray16(gray8: np.ndarray) -> Image.Image:
+    """A 16-bit grayscale image with the same brightness as ``gray8`` (0-255 scaled to 0-65535)."""
+    image = Image.fromarray(gray8.astype(np.uint16) * 257)
+    assert image.mode == "I;16"
+    return image
+
+
+def _png16(pixels: np.ndarray, color_type: int) -> bytes:
+    """A 16-bit PNG written by hand (Pillow writes no 16-bit grey+alpha or RGB); color type 0, 2, 4 or 6."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    height, width = pixels.shape[:2]
+    rows = pixels.astype(">u2").reshape(height, -1)
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)  # filter type 0 per row
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def coffee_gray(coffee: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(coffee).convert("L"))
+
+
 @pytest.mark.parametrize(
-    ("mode", "fmt"), [("L", "JPEG"), ("RGBA", "PNG"), ("P", "PNG"), ("CMYK", "JPEG"), ("I;16", "PNG")]
+    ("mode", "fmt"),
+    [
+        ("L", "JPEG"),
+        ("L", "PNG"),
+        ("RGBA", "PNG"),
+        ("P", "PNG"),
+        ("LA", "PNG"),
+        ("1", "PNG"),
+        ("CMYK", "JPEG"),
+        ("I;16", "PNG"),
+    ],
 )
-def test_other_color_modes_become_rgb(mode: str, fmt: str, coffee: np.ndarray) -> None:
-    image = Image.fromarray(coffee)
-    image = image.convert("L").convert("I;16") if mode == "I;16" else image.convert(mode)
-    tensor = image_to_tensor(_encode(image, fmt), ImageLayout.from_model(MOBILENET), LIMITS)
+def test_other_color_modes_become_rgb(mode: str, fmt: str, coffee: np.ndarray, coffee_gray: np.ndarray) -> None:
+    image = _gray16(coffee_gray) if mode == "I;16" else Image.fromarray(coffee).convert(mode)
+    data = _encode(image, fmt)
+    assert Image.open(io.BytesIO(data)).mode == mode  # the file really decodes to that mode
+    decoded = decode_image(data, LIMITS)
+    assert decoded.mode == "RGB"
+    assert decoded.size == (600, 400)
+    tensor = image_to_tensor(data, image_spec_of(MOBILENET), LIMITS)
     assert tensor.shape == (1, 224, 224, 3)
+    # the picture survives the conversion (not all black, all white or noise); 10x10 blocks average out dithering
+    reference = np.asarray(Image.fromarray(coffee).convert("L").resize((60, 40), Image.Resampling.BOX), np.float64)
+    grey = np.asarray(decoded.convert("L").resize((60, 40), Image.Resampling.BOX), dtype=np.float64)
+    assert np.abs(grey - reference).mean() < 12.0
+
+
+def test_sixteen_bit_gray_png_matches_the_eight_bit_one(coffee_gray: np.ndarray) -> None:
+    eight = _encode(Image.fromarray(coffee_gray, mode="L"), "PNG")
+    sixteen = _encode(_gray16(coffee_gray), "PNG")
+    assert Image.open(io.BytesIO(sixteen)).mode == "I;16"
+    spec = image_spec_of(MOBILENET)
+    a = to_array(image_to_tensor(eight, spec, LIMITS)).astype(np.int64)
+    b = to_array(image_to_tensor(sixteen, spec, LIMITS)).astype(np.int64)
+    assert a.shape == b.shape == (1, 224, 224, 3)
+    assert np.abs(a - b).max() <= 1  # Pillow's own convert("RGB") would clip almost every pixel to white
+    assert (b[..., 0] == b[..., 1]).all() and (b[..., 1] == b[..., 2]).all()  # still grey
+
+
+def test_sixteen_bit_gray_is_scaled_not_clipped() -> None:
+    levels = np.array([[0, 257, 32768, 65535]], dtype=np.uint16).repeat(8, axis=0).repeat(2, axis=1)
+    rgb = np.asarray(to_rgb(Image.fromarray(levels)))
+    assert rgb.shape == (8, 8, 3)
+    assert rgb[0, ::2, 0].tolist() == [0, 1, 128, 255]
+
+
+@pytest.mark.parametrize(
+    ("color_type", "mode"), [(0, "I;16"), (2, "RGB"), (4, "LA"), (6, "RGBA")], ids=["grey", "rgb", "grey-alpha", "rgba"]
+)
+def test_sixteen_bit_pngs_of_every_color_type(
+    color_type: int, mode: str, coffee: np.ndarray, coffee_gray: np.ndarray
+) -> None:
+    grey16, rgb16 = coffee_gray.astype(np.uint16) * 257, coffee.astype(np.uint16) * 257
+    opaque = np.full((*coffee.shape[:2], 1), 65535, dtype=np.uint16)
+    pixels = {
+        0: grey16,
+        2: rgb16,
+        4: np.concatenate([grey16[..., None], opaque], axis=-1),
+        6: np.concatenate([rgb16, opaque], axis=-1),
+    }[color_type]
+    decoded = np.asarray(decode_image(_png16(pixels, color_type), LIMITS), dtype=np.int64)
+    expected = np.stack([coffee_gray] * 3, axis=-1) if color_type in (0, 4) else coffee
+    assert decoded.shape == (400, 600, 3)
+    assert np.abs(decoded - expected).max() <= 1
+
+
+def test_rgb_is_returned_as_is() -> None:
+    image = Image.new("RGB", (8, 8), (1, 2, 3))
+    assert to_rgb(image) is image
+
+
+def test_sixteen_bit_conversion_keeps_the_original_size_note(coffee_gray: np.ndarray) -> None:
+    data = _encode(_gray16(coffee_gray), "PNG")
+    spec = image_spec_of(_model(shape=(300, 300, 3), kind="detector"))
+    tensor, size = prepare_image(data, spec, LIMITS)
+    assert tensor.shape == (1, 300, 300, 3)
+    assert size == (600, 400)
+
+
+@pytest.mark.parametrize("mode", ["F", "HSV", "LAB", "RGBa", "La"])
+def test_unsupported_pixel_mode_is_invalid_argument(mode: str, coffee: np.ndarray) -> None:
+    image = Image.fromarray(coffee).convert("L").convert("F") if mode == "F" else Image.fromarray(coffee).convert(mode)
+    assert image.mode == mode
+    err = _error(to_rgb, image)
+    assert err.code is ErrorCode.INVALID_ARGUMENT
+    assert mode in err.message and "not supported" in err.message
 
 
 # ------------------------------------------------------------------------------------------------
@@ -221,7 +365,7 @@ def test_empty_input_is_invalid_argument() -> None:
 @pytest.mark.parametrize("fmt", ["jpeg", "png"])
 def test_truncated_image_is_invalid_argument(fmt: str, request: pytest.FixtureRequest) -> None:
     encoded = request.getfixturevalue(f"coffee_{fmt}")
-    err = _error(image_to_tensor, encoded[: len(encoded) // 2], ImageLayout.from_model(MOBILENET), LIMITS)
+    err = _error(image_to_tensor, encoded[: len(encoded) // 2], image_spec_of(MOBILENET), LIMITS)
     assert err.code is ErrorCode.INVALID_ARGUMENT
     assert "truncated" in err.message
 
@@ -294,21 +438,21 @@ def _assert_green(crop: np.ndarray, margin: int) -> None:
 
 @pytest.mark.parametrize("resize_shorter", ["224", "256"])
 def test_portrait_is_center_cropped(resize_shorter: str) -> None:
-    layout = ImageLayout.from_model(_model(parameters={"natriton.resize_shorter": resize_shorter}))
+    layout = image_spec_of(_model(parameters={"natriton.resize_shorter": resize_shorter}))
     crop = to_array(image_to_tensor(_bands(100, 300, vertical=True), layout, LIMITS))[0]
     assert crop.shape == (224, 224, 3)
     _assert_green(crop, margin=4)
 
 
 def test_landscape_is_center_cropped() -> None:
-    layout = ImageLayout.from_model(_model(parameters={}))
+    layout = image_spec_of(_model(parameters={}))
     crop = to_array(image_to_tensor(_bands(300, 100, vertical=False), layout, LIMITS))[0]
     _assert_green(crop, margin=4)
 
 
 def test_portrait_crop_keeps_the_middle_not_the_top() -> None:
     # a tall image whose top third is red: a top-anchored crop would be red, a squashed one striped
-    layout = ImageLayout.from_model(_model(parameters={}))
+    layout = image_spec_of(_model(parameters={}))
     crop = to_array(image_to_tensor(_bands(224, 672, vertical=True), layout, LIMITS))[0]
     assert (crop[..., 1] == 255).all()
 
@@ -336,21 +480,35 @@ def test_check_tensors_refuses_wrong_shape() -> None:
 # ------------------------------------------------------------------------------------------------
 # stretch resize (detectors) and the original image size
 # ------------------------------------------------------------------------------------------------
-SSD = _model(shape=(300, 300, 3), parameters={"natriton.task": "object_detection", "natriton.resize_mode": "stretch"})
+SSD = _model(shape=(300, 300, 3), kind="detector")  # a detector stretches by default
 
 
-def test_stretch_layout_from_model() -> None:
-    layout = ImageLayout.from_model(SSD)
-    assert layout.stretch is True
-    assert (layout.height, layout.width, layout.resize_shorter) == (300, 300, 300)
-    assert ImageLayout.from_model(_model(parameters={"natriton.resize_mode": "shorter_crop"})).stretch is False
-    assert ImageLayout.from_model(MOBILENET).stretch is False
+def test_stretch_spec_from_model() -> None:
+    spec = image_spec_of(SSD)
+    assert spec.resize is ResizeMode.STRETCH
+    assert (spec.height, spec.width, spec.resize_shorter) == (300, 300, 0)
+    stretched = _model(parameters={"natriton.resize": "stretch"})
+    assert image_spec_of(stretched).resize is ResizeMode.STRETCH
+    assert image_spec_of(_model(parameters={"natriton.resize": "shorter_side_crop"})).resize is not ResizeMode.STRETCH
+    assert image_spec_of(MOBILENET).resize is ResizeMode.SHORTER_SIDE_CROP
+    cropping_detector = _model(
+        shape=(300, 300, 3), kind="detector", parameters={"natriton.resize": "shorter_side_crop"}
+    )
+    assert image_spec_of(cropping_detector).resize is ResizeMode.SHORTER_SIDE_CROP
+
+
+def test_resize_and_crop_directly() -> None:
+    image = Image.fromarray(np.zeros((100, 300, 3), dtype=np.uint8))
+    crop = image_spec_of(_model(shape=(50, 50, 3), parameters={}))
+    assert resize_and_crop(image, crop).shape == (50, 50, 3)
+    stretch = image_spec_of(_model(shape=(40, 60, 3), kind="detector"))
+    assert resize_and_crop(image, stretch).shape == (40, 60, 3)
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_stretch_keeps_the_whole_image_and_reports_the_original_size(fmt: str, coffee: np.ndarray) -> None:
     photo = np.asarray(Image.fromarray(coffee).resize((512, 400), Image.Resampling.BILINEAR))
-    tensor, size = prepare_image(_encode(photo, fmt), ImageLayout.from_model(SSD), LIMITS)
+    tensor, size = prepare_image(_encode(photo, fmt), image_spec_of(SSD), LIMITS)
     assert tensor.shape == (1, 300, 300, 3)
     assert tensor.datatype == "UINT8"
     assert size == (512, 400)
@@ -360,13 +518,13 @@ def test_stretch_keeps_the_whole_image_and_reports_the_original_size(fmt: str, c
 
 def test_stretch_does_not_crop_the_sides() -> None:
     # three vertical bands on a landscape image: a centre crop would cut into red and blue, a stretch keeps all
-    tensor, size = prepare_image(_bands(600, 300, vertical=False), ImageLayout.from_model(SSD), LIMITS)
+    tensor, size = prepare_image(_bands(600, 300, vertical=False), image_spec_of(SSD), LIMITS)
     pixels = to_array(tensor)[0]
     assert size == (600, 300)
     assert (pixels[:, :95] == RED).all()
     assert (pixels[:, 105:195] == GREEN).all()
     assert (pixels[:, 205:] == BLUE).all()
-    cropped = to_array(image_to_tensor(_bands(600, 300, vertical=False), ImageLayout.from_model(_model()), LIMITS))[0]
+    cropped = to_array(image_to_tensor(_bands(600, 300, vertical=False), image_spec_of(_model()), LIMITS))[0]
     assert (cropped[:, :, 1] == 255).mean() > 0.6  # the classifier crop is mostly the green middle
 
 
@@ -374,14 +532,15 @@ def test_stretch_does_not_crop_the_sides() -> None:
 def test_draft_decoded_jpeg_reports_the_file_size(mode: str, coffee: np.ndarray) -> None:
     big = Image.fromarray(coffee).resize((2400, 1800), Image.Resampling.BILINEAR).convert(mode)
     data = _encode(big, "JPEG", quality=90)
-    layout = ImageLayout.from_model(SSD)
-    assert decode_image(data, LIMITS, layout.resize_shorter).size[0] < 2400  # DCT draft scaling did happen
+    layout = image_spec_of(SSD)
+    hint = max(layout.height, layout.width)  # what prepare_image asks for when stretching
+    assert decode_image(data, LIMITS, hint).size[0] < 2400  # DCT draft scaling did happen
     tensor, size = prepare_image(data, layout, LIMITS)
     assert tensor.shape == (1, 300, 300, 3)
     assert size == (2400, 1800)  # the file's size, not the draft's
 
 
 def test_crop_layout_also_reports_the_original_size(coffee_jpeg: bytes) -> None:
-    tensor, size = prepare_image(coffee_jpeg, ImageLayout.from_model(MOBILENET), LIMITS)
+    tensor, size = prepare_image(coffee_jpeg, image_spec_of(MOBILENET), LIMITS)
     assert tensor.shape == (1, 224, 224, 3)
     assert size == (600, 400)

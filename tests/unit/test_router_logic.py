@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -16,7 +17,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanContext, Tracer
 
 from natriton.errors import ErrorCode, MeshError
-from natriton.messages import ModelInfo, Tensor, TensorSpec
+from natriton.messages import Codec, ModelInfo, Tensor, TensorSpec
+from natriton.profiles import ClassifierProfile, ColorOrder, EmbedderProfile, ImageSpec, RawProfile, ResizeMode
 from natriton.tensors import to_array, to_tensor
 from natriton_router.batching import BatchResult, Limits, ModelBatcher, concat_inputs, split_outputs
 from natriton_router.logic import error_from_triton, model_info_from_triton
@@ -24,6 +26,21 @@ from natriton_router.logic import error_from_triton, model_info_from_triton
 # ------------------------------------------------------------------------------------------------
 # model_info_from_triton
 # ------------------------------------------------------------------------------------------------
+LABELS = tuple(f"class {i}" for i in range(1000))
+FILES = {"labels.txt": "\n".join(LABELS).encode() + b"\n", "tokenizer.json": b'{"version": "1.0"}'}
+
+
+def _read(files: dict[str, bytes] = FILES) -> Callable[[str], bytes]:
+    """A ``read_file`` over an in-memory model directory."""
+
+    def read(name: str) -> bytes:
+        if name not in files:
+            raise FileNotFoundError(2, "No such file or directory", name)
+        return files[name]
+
+    return read
+
+
 TRITON_CONFIG: dict[str, Any] = {
     # shaped like tritonclient's get_model_config(as_json=True)["config"] (int64 dims are strings in JSON)
     "name": "mobilenet_v2",
@@ -40,33 +57,60 @@ TRITON_CONFIG: dict[str, Any] = {
             "is_shape_tensor": False,
         }
     ],
-    "output": [{"name": "LOGITS", "data_type": "TYPE_FP32", "dims": ["1000"], "label_filename": ""}],
-    "dynamic_batching": {"max_queue_delay_microseconds": "0"},
+    "output": [{"name": "LOGITS", "data_type": "TYPE_FP32", "dims": ["1000"], "label_filename": "labels.txt"}],
+    "dynamic_batching": {"max_queue_delay_microseconds": "0", "preferred_batch_size": ["8", "4"]},
     "instance_group": [{"name": "mobilenet_v2_0", "kind": "KIND_CPU", "count": 1}],
     "parameters": {
-        "natriton.task": {"string_value": "image_classification"},
+        "natriton.kind": {"string_value": "classifier"},
         "natriton.resize_shorter": {"string_value": "256"},
-        "natriton.labels": {"string_value": "imagenet1k"},
+        "natriton.cache_ttl_s": {"string_value": "120"},
         "onnx.intra_op_threads": {"string_value": "1"},
     },
 }
 
 
+def _with(config: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {**config, **changes}
+
+
+def _with_parameters(config: dict[str, Any], **parameters: str) -> dict[str, Any]:
+    extra = {k.replace("__", "."): {"string_value": v} for k, v in parameters.items()}
+    return {**config, "parameters": {**config["parameters"], **extra}}
+
+
 def test_model_info_from_triton_json_config() -> None:
-    info = model_info_from_triton(TRITON_CONFIG, ["2", "10", "1"])
+    info, files = model_info_from_triton(TRITON_CONFIG, ["2", "10", "1"], _read())
+    assert files == ()
     assert info == ModelInfo(
         name="mobilenet_v2",
         versions=("1", "2", "10"),  # numeric order, not string order
-        task="image_classification",
+        task="classifier",
         max_batch_size=32,
         inputs=(TensorSpec(name="IMAGE", datatype="UINT8", shape=(224, 224, 3)),),
         outputs=(TensorSpec(name="LOGITS", datatype="FP32", shape=(1000,)),),
         parameters={
-            "natriton.task": "image_classification",
+            "natriton.kind": "classifier",
             "natriton.resize_shorter": "256",
-            "natriton.labels": "imagenet1k",
+            "natriton.cache_ttl_s": "120",
             "onnx.intra_op_threads": "1",
         },
+        preferred_batch_sizes=(4, 8),
+        profile=ClassifierProfile(
+            output="LOGITS",
+            labels=LABELS,
+            image=ImageSpec(
+                input="IMAGE",
+                datatype="UINT8",
+                height=224,
+                width=224,
+                channels_last=True,
+                color=ColorOrder.RGB,
+                resize=ResizeMode.SHORTER_SIDE_CROP,
+                resize_shorter=256,
+            ),
+        ),
+        cache_ttl_s=120,
+        problem="",
     )
     assert info.latest_version == "10"
     assert all(type(d) is int for d in info.inputs[0].shape)
@@ -78,18 +122,88 @@ def test_model_info_minimal_config() -> None:
         "input": [{"name": "X", "data_type": "TYPE_INT64", "dims": ["-1"]}],
         "output": [{"name": "Y", "data_type": "TYPE_INT64", "dims": ["-1"]}],
     }
-    info = model_info_from_triton(config, ["1"])
+    info, files = model_info_from_triton(config, ["1"])
     assert info.task == "raw"
+    assert info.profile == RawProfile()
+    assert (info.problem, info.cache_ttl_s, files) == ("", None, ())
     assert info.max_batch_size == 0
     assert info.parameters == {}
+    assert info.preferred_batch_sizes == ()
     assert info.inputs == (TensorSpec(name="X", datatype="INT64", shape=(-1,)),)
 
 
 def test_model_info_parameter_without_string_value_is_empty() -> None:
-    info = model_info_from_triton({"name": "m", "parameters": {"k": {}}}, [])
+    info, _ = model_info_from_triton({"name": "m", "parameters": {"k": {}}}, [])
     assert info.parameters == {"k": ""}
     assert info.versions == ()
     assert info.latest_version == ""
+    assert info.task == "raw" and not info.problem
+
+
+def test_empty_label_filename_means_no_labels() -> None:
+    config = _with(
+        TRITON_CONFIG, output=[{"name": "LOGITS", "data_type": "TYPE_FP32", "dims": ["1000"], "label_filename": ""}]
+    )
+    info, _ = model_info_from_triton(config, ["1"])  # no repository needed: no file is named
+    assert isinstance(info.profile, ClassifierProfile)
+    assert info.profile.labels == ()
+    assert not info.problem
+
+
+def test_embedder_config_returns_its_tokenizer_file() -> None:
+    config = {
+        "name": "minilm_l6_v2",
+        "max_batch_size": 32,
+        "input": [
+            {"name": "INPUT_IDS", "data_type": "TYPE_INT64", "dims": ["-1"]},
+            {"name": "ATTENTION_MASK", "data_type": "TYPE_INT64", "dims": ["-1"]},
+        ],
+        "output": [{"name": "EMBEDDING", "data_type": "TYPE_FP32", "dims": ["384"]}],
+        "parameters": {
+            "natriton.kind": {"string_value": "embedder"},
+            "natriton.tokenizer": {"string_value": "tokenizer.json"},
+        },
+    }
+    info, files = model_info_from_triton(config, ["1"], _read())
+    assert info.task == "embedder" and not info.problem
+    assert [(f.name, f.data) for f in files] == [("minilm_l6_v2/tokenizer.json", FILES["tokenizer.json"])]
+    assert isinstance(info.profile, EmbedderProfile) and info.profile.text is not None
+    assert info.profile.text.tokenizer_file == "minilm_l6_v2/tokenizer.json"
+    assert info.profile.text.tokenizer_sha256 == files[0].sha256
+
+
+@pytest.mark.parametrize(
+    ("config", "read_file", "match"),
+    [
+        (_with_parameters(TRITON_CONFIG, natriton__colour="RGB"), _read(), "colour"),
+        (_with_parameters(TRITON_CONFIG, natriton__kind="segmenter"), _read(), "segmenter"),
+        (_with_parameters(TRITON_CONFIG, natriton__resize="squash"), _read(), "natriton.resize"),
+        (TRITON_CONFIG, None, "no model repository"),
+        (TRITON_CONFIG, _read({}), "cannot read 'labels.txt'"),
+        (TRITON_CONFIG, _read({"labels.txt": b"a\nb\n"}), "2 labels"),
+    ],
+    ids=["misspelt", "unknown-kind", "bad-value", "no-repository", "missing-labels", "label-count"],
+)
+def test_unservable_config_gives_an_entry_with_its_problem(
+    config: dict[str, Any], read_file: Callable[[str], bytes] | None, match: str
+) -> None:
+    info, files = model_info_from_triton(config, ["1"], read_file)  # never raises
+    assert "'mobilenet_v2'" in info.problem
+    assert match in info.problem
+    assert info.task == "invalid"
+    assert info.profile == RawProfile()
+    assert files == ()
+    assert info.cache_ttl_s is None
+    # the rest of the entry still describes the model
+    assert (info.name, info.versions, info.max_batch_size) == ("mobilenet_v2", ("1",), 32)
+    assert info.inputs == (TensorSpec(name="IMAGE", datatype="UINT8", shape=(224, 224, 3)),)
+
+
+def test_catalog_entry_with_profile_survives_json() -> None:
+    info, _ = model_info_from_triton(TRITON_CONFIG, ["1"], _read())
+    codec: Codec[ModelInfo] = Codec(ModelInfo)
+    assert codec.decode(codec.encode(info, json=True), json=True) == info
+    assert json.loads(codec.encode(info, json=True))["profile"]["type"] == "classifier"
 
 
 # ------------------------------------------------------------------------------------------------

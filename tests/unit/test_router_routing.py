@@ -12,17 +12,23 @@ import pytest
 
 from natriton.errors import ErrorCode, MeshError
 from natriton.messages import ModelInfo, RoutePolicy, Tensor, TensorSpec
+from natriton.profiles import ClassifierProfile, DetectorProfile, EmbedderProfile, ModelProfile, RawProfile
 from natriton.tensors import to_tensor
 from natriton_router.logic import CircuitBreaker, choose_version, outputs_agree, shadow_version_for
 from natriton_router.routes import build_parser, parse_weights
 
+CLASSIFIER = ClassifierProfile(output="LOGITS0")
+DETECTOR = DetectorProfile(boxes_output="BOXES", scores_output="SCORES")
+EMBEDDER = EmbedderProfile(output="LOGITS0")
+RAW = RawProfile()
 INFO = ModelInfo(
     name="mobilenet_v2",
     versions=("1", "2", "10"),
-    task="image_classification",
+    task="classifier",
     max_batch_size=8,
     inputs=(TensorSpec(name="IMAGE", datatype="UINT8", shape=(224, 224, 3)),),
     outputs=(TensorSpec(name="LOGITS", datatype="FP32", shape=(1000,)),),
+    profile=CLASSIFIER,
 )
 
 
@@ -129,47 +135,56 @@ def _out(*arrays: np.ndarray, name: str = "LOGITS") -> tuple[Tensor, ...]:
 def test_classifiers_agree_on_the_same_top_class_with_other_values() -> None:
     primary = _out(np.array([[0.1, 5.0, 2.0]], np.float32))
     shadow = _out(np.array([[-3.0, 0.9, 0.8]], np.float32))  # very different logits, same argmax
-    assert outputs_agree("image_classification", primary, shadow)
+    assert outputs_agree(CLASSIFIER, primary, shadow)
+    assert not outputs_agree(RAW, primary, shadow)  # the profile decides how to compare
 
 
 def test_classifiers_disagree_on_another_top_class() -> None:
     primary = _out(np.array([[0.1, 5.0, 2.0]], np.float32))
     shadow = _out(np.array([[0.1, 5.0, 5.1]], np.float32))  # close values, other argmax
-    assert not outputs_agree("image_classification", primary, shadow)
+    assert not outputs_agree(CLASSIFIER, primary, shadow)
 
 
 def test_classifiers_compare_every_row_of_a_batch() -> None:
     primary = _out(np.array([[1.0, 0.0], [0.0, 1.0]], np.float32))
-    assert outputs_agree("image_classification", primary, _out(np.array([[9.0, 0.0], [0.0, 9.0]], np.float32)))
-    assert not outputs_agree("image_classification", primary, _out(np.array([[1.0, 0.0], [1.0, 0.0]], np.float32)))
+    assert outputs_agree(CLASSIFIER, primary, _out(np.array([[9.0, 0.0], [0.0, 9.0]], np.float32)))
+    assert not outputs_agree(CLASSIFIER, primary, _out(np.array([[1.0, 0.0], [1.0, 0.0]], np.float32)))
 
 
-@pytest.mark.parametrize("task", ["object_detection", "text_embedding", "raw"])
-def test_other_tasks_agree_only_when_close(task: str) -> None:
+def test_classifier_with_labels_and_image_compares_the_same_way() -> None:
+    profile = ClassifierProfile(output="LOGITS0", labels=("a", "b", "c"), softmax=False)
+    primary = _out(np.array([[0.1, 0.7, 0.2]], np.float32))
+    assert outputs_agree(profile, primary, _out(np.array([[0.3, 0.4, 0.3]], np.float32)))
+    assert not outputs_agree(profile, primary, _out(np.array([[0.5, 0.4, 0.1]], np.float32)))
+
+
+@pytest.mark.parametrize("profile", [DETECTOR, EMBEDDER, RAW], ids=["detector", "embedder", "raw"])
+def test_other_kinds_agree_only_when_close(profile: ModelProfile) -> None:
     base = np.array([[0.5, -1.25, 3.0, 100.0]], np.float32)
-    assert outputs_agree(task, _out(base), _out(base.copy()))
-    assert outputs_agree(task, _out(base), _out(base + 1e-5))
-    assert not outputs_agree(task, _out(base), _out(base + 0.05))
+    assert outputs_agree(profile, _out(base), _out(base.copy()))
+    assert outputs_agree(profile, _out(base), _out(base + 1e-5))
+    assert not outputs_agree(profile, _out(base), _out(base + 0.05))
     # the same argmax is not enough outside classification
-    assert not outputs_agree(task, _out(base), _out(base * 0.5))
+    assert not outputs_agree(profile, _out(base), _out(base * 0.5))
 
 
-@pytest.mark.parametrize("task", ["image_classification", "raw"])
-def test_shape_or_count_mismatch_disagrees(task: str) -> None:
+@pytest.mark.parametrize("profile", [CLASSIFIER, RAW], ids=["classifier", "raw"])
+def test_shape_or_count_mismatch_disagrees(profile: ModelProfile) -> None:
     a = np.zeros((1, 4), np.float32)
     a[0, 1] = 1
-    assert not outputs_agree(task, _out(a), _out(np.zeros((1, 5), np.float32)))
-    assert not outputs_agree(task, _out(a), _out(a.reshape(1, 2, 2)))
-    assert not outputs_agree(task, _out(a), _out(a, a))
-    assert not outputs_agree(task, _out(a, a), _out(a))
-    assert not outputs_agree(task, _out(a), ())
+    assert not outputs_agree(profile, _out(a), _out(np.zeros((1, 5), np.float32)))
+    assert not outputs_agree(profile, _out(a), _out(a.reshape(1, 2, 2)))
+    assert not outputs_agree(profile, _out(a), _out(a, a))
+    assert not outputs_agree(profile, _out(a, a), _out(a))
+    assert not outputs_agree(profile, _out(a), ())
 
 
 def test_every_output_must_agree() -> None:
     a = np.array([[1.0, 2.0]], np.float32)
     b = np.array([[3.0, 4.0]], np.float32)
-    assert outputs_agree("raw", _out(a, b), _out(a, b))
-    assert not outputs_agree("raw", _out(a, b), _out(a, b + 1))
+    assert outputs_agree(RAW, _out(a, b), _out(a, b))
+    assert not outputs_agree(RAW, _out(a, b), _out(a, b + 1))
+    assert not outputs_agree(DETECTOR, _out(a, b), _out(a, b + 1))
 
 
 # ------------------------------------------------------------------------------------------------

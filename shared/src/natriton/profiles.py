@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Final, TypeAlias
 
@@ -221,7 +222,9 @@ def decode_parameters(model: str, parameters: Mapping[str, str]) -> _Parameters:
     try:
         return msgspec.convert(raw, PARAMETERS_BY_KIND[kind], strict=False)
     except msgspec.ValidationError as exc:
-        message = str(exc).replace("`$.", "`natriton.")
+        message = re.sub(r"unknown field `(\w+)`", r"unknown field `natriton.\1`", str(exc)).replace(
+            "`$.", "`natriton."
+        )
         raise ProfileError(f"model {model!r} ({kind.value}): invalid parameters: {message}") from exc
 
 
@@ -315,7 +318,7 @@ def _labels(model: str, output: TensorSpec, filename: str, read_file: ReadFile |
         return ()
     data = _read(model, filename, read_file)
     try:
-        labels = tuple(line.strip() for line in data.decode("utf-8").splitlines())
+        labels = tuple(line.strip() for line in data.decode("utf-8-sig").splitlines())
     except UnicodeDecodeError as exc:
         raise ProfileError(f"model {model!r}: label file {filename!r} is not UTF-8") from exc
     while labels and not labels[-1]:

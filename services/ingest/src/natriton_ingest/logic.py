@@ -13,9 +13,9 @@ from natriton.errors import ErrorCode, MeshError, invalid_argument
 from natriton.messages import Codec, InferRequest, PublicRequest
 from natriton_client.protocol import (
     MAX_REQUEST_ID_LENGTH,
-    RESERVED_SUBJECT_PREFIXES,
     SHARED_RESULTS,
     is_publish_subject,
+    is_reserved_subject,
     results_subject,
 )
 
@@ -81,7 +81,7 @@ def answer_subject(reply: str, headers: dict[str, str], model: str) -> str:
         return ""
     if results_to == SHARED_RESULTS:
         return results_subject(model)
-    if not is_publish_subject(results_to) or results_to.startswith(RESERVED_SUBJECT_PREFIXES):
+    if not is_publish_subject(results_to) or is_reserved_subject(results_to):
         raise invalid_argument(f"{h.RESULTS_TO} must be a subject without wildcards outside the mesh's own")
     return results_to
 

@@ -98,14 +98,23 @@ def detect(
 
 
 def to_result(info: ModelInfo, outputs: tuple[Tensor, ...], job: Job) -> Result:
-    """The answer to one request: one result per item of its batch dimension (a :class:`Batch` when N > 1)."""
+    """The answer to one request: one result per item of its batch dimension (a :class:`Batch` when N > 1).
+
+    A model without batching (``max_batch_size`` 0) has no batch dimension: its outputs are one item.
+    """
     if not outputs:
         raise MeshError(ErrorCode.INTERNAL, f"model {info.name!r} returned no outputs")
     arrays = {t.name: to_array(t) for t in outputs}
-    sizes = {a.shape[0] if a.ndim else 1 for a in arrays.values()}
-    if len(sizes) != 1 or not info.max_batch_size:
-        if isinstance(info.profile, RawProfile) or not info.max_batch_size:
-            return RawOutputs(tensors=outputs)  # no batch dimension to split on
+    if not info.max_batch_size:
+        if isinstance(info.profile, RawProfile):
+            return RawOutputs(tensors=outputs)
+        return item_result(info, outputs, {n: a[np.newaxis] for n, a in arrays.items()}, 0, job)
+    if any(a.ndim == 0 for a in arrays.values()):
+        raise MeshError(ErrorCode.INTERNAL, f"model {info.name!r} returned an output without its batch dimension")
+    sizes = {a.shape[0] for a in arrays.values()}
+    if len(sizes) != 1 and isinstance(info.profile, RawProfile):
+        return RawOutputs(tensors=outputs)  # no common batch dimension to split on
+    if len(sizes) != 1:
         raise MeshError(ErrorCode.INTERNAL, f"model {info.name!r} outputs disagree on the batch size: {sorted(sizes)}")
     count = sizes.pop()
     items = tuple(item_result(info, outputs, arrays, i, job) for i in range(count))

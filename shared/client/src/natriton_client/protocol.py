@@ -35,8 +35,16 @@ RESULTS_PREFIX: Final = f"{SUBJECT_PREFIX}.results"
 """Shared results subjects ``natriton.v1.results.<model>`` (opt-in with ``Natriton-Results-To: shared``)."""
 SHARED_RESULTS: Final = "shared"
 """The value of ``Natriton-Results-To`` that selects the shared per-model results subject."""
-RESERVED_SUBJECT_PREFIXES: Final = (f"{SUBJECT_PREFIX}.internal.", INFER_SUBJECT, "$")
-"""Prefixes a producer may not name as its results destination."""
+RESERVED_SUBJECT_PREFIXES: Final = ("natriton.", "$")
+"""Prefixes of subjects a producer may not name as its results destination: the mesh's namespace (so nobody can
+inject answers into the mesh or onto the shared results subjects) and the server's own (``$JS``, ``$SRV``, …)."""
+RESERVED_SUBJECTS: Final = ("natriton",)
+"""Subjects a producer may not name as its results destination."""
+
+
+def is_reserved_subject(subject: str) -> bool:
+    """Whether ``subject`` belongs to the mesh or the server, so results may not be sent there."""
+    return subject in RESERVED_SUBJECTS or subject.startswith(RESERVED_SUBJECT_PREFIXES)
 
 
 def results_subject(model: str) -> str:

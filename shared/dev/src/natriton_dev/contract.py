@@ -43,6 +43,7 @@ from natriton_client.protocol import (
     MAX_REQUEST_ID_LENGTH,
     MSGPACK,
     RESERVED_SUBJECT_PREFIXES,
+    RESERVED_SUBJECTS,
     RESULTS_PREFIX,
     SHARED_RESULTS,
     SUBJECT_PREFIX,
@@ -513,6 +514,8 @@ def asyncapi_document() -> dict[str, Any]:
                     "description": f"The request's `{Header.RESULTS_TO}` header: a subject without wildcards or "
                     f"empty tokens, at most {MAX_SUBJECT_LENGTH} characters, not starting with "
                     + ", ".join(f"`{prefix}`" for prefix in RESERVED_SUBJECT_PREFIXES)
+                    + ", and not "
+                    + ", ".join(f"`{subject}`" for subject in RESERVED_SUBJECTS)
                     + ".",
                     "examples": ["camera.7.answers"],
                 },
