@@ -223,6 +223,20 @@ EXPECTED = {
             resize_shorter=256,
         ),
     ),
+    "efficientnet_lite0": Expected(
+        kind="classifier",
+        labels=1000,
+        image=ImageSpec(
+            input="IMAGE",
+            datatype="UINT8",
+            height=224,
+            width=224,
+            channels_last=True,
+            color=ColorOrder.RGB,
+            resize=ResizeMode.SHORTER_SIDE_CROP,
+            resize_shorter=256,
+        ),
+    ),
     "noop": Expected(kind="raw"),
 }
 
