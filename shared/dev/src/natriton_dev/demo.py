@@ -48,6 +48,10 @@ async def classify_all(nats_url: str, photos: dict[str, bytes]) -> bool:
                 source = "cache hit" if isinstance(reply, InferResponse) and reply.cached else "inference"
                 print(f"  {name:<17} {len(data) / 1024:6.0f} KB {ms:8.1f} ms  [{source:9}]  {describe(reply)}")
                 ok &= isinstance(reply, InferResponse)
+        print("\n== a second classifier, added as files only (model_repository/efficientnet_lite0)")
+        reply = await client.infer("efficientnet_lite0", image=photos["coffee.jpg"], top_k=3)
+        ok &= isinstance(reply, InferResponse)
+        print(f"  coffee.jpg         -> {describe(reply)}")
         print("\n== the other models: faces in the astronaut photo, sentence similarity")
         reply = await client.infer("face_detector", image=photos["astronaut.jpg"])
         if isinstance(reply, InferResponse) and isinstance(reply.result, Detections):
