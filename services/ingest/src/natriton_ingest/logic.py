@@ -14,8 +14,8 @@ from natriton.messages import Codec, InferRequest, PublicRequest
 from natriton_client.protocol import (
     MAX_REQUEST_ID_LENGTH,
     SHARED_RESULTS,
-    is_publish_subject,
-    is_reserved_subject,
+    is_results_destination,
+    is_valid_request_id,
     results_subject,
 )
 
@@ -46,7 +46,7 @@ def request_id_of(headers: dict[str, str]) -> str:
     given = headers.get(h.REQUEST_ID, "")
     if not given:
         return uuid.uuid4().hex
-    if len(given) > MAX_REQUEST_ID_LENGTH or not given.isprintable():
+    if not is_valid_request_id(given):
         raise invalid_argument(
             f"{h.REQUEST_ID} must be 1 to {MAX_REQUEST_ID_LENGTH} printable characters (got {len(given)} characters)"
         )
@@ -79,11 +79,9 @@ def answer_subject(reply: str, headers: dict[str, str], model: str) -> str:
     results_to = headers.get(h.RESULTS_TO, "").strip()
     if not results_to:
         return ""
-    if results_to == SHARED_RESULTS:
-        return results_subject(model)
-    if not is_publish_subject(results_to) or is_reserved_subject(results_to):
+    if not is_results_destination(results_to):
         raise invalid_argument(f"{h.RESULTS_TO} must be a subject without wildcards outside the mesh's own")
-    return results_to
+    return results_subject(model) if results_to == SHARED_RESULTS else results_to
 
 
 def admit(

@@ -1,34 +1,625 @@
-"""A small asyncio client for the public protocol (the demo, tests and load tests use it).
+"""The asyncio client of the public protocol.
 
-Producers do not need it: docs/protocol.md shows the same exchange with a plain NATS client.
+:class:`AsyncClient` is the recommended API: typed exceptions (:mod:`natriton_client.errors`), retries that honour
+``retry_after_ms``, ``traceparent`` propagation, many requests at once, fire-and-forget and results subscriptions.
+
+:class:`MeshClient` is the small low-level client the demo, the tests and the load tests use: it returns the raw
+:data:`~natriton_client.protocol.Reply` (errors included) instead of raising, and can send any bytes.
+
+Producers do not need either: docs/protocol.md shows the same exchange with a plain NATS client.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass
+from types import TracebackType
+from typing import Any, Literal, Self, overload
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
+from natriton_client._wire import (
+    REPLY_CODEC,
+    REQUEST_CODEC,
+    Deadline,
+    check_request_id,
+    check_results_to,
+    decode_reply,
+    make_request,
+    new_request_id,
+    new_results_subject,
+    request_headers,
+    trace_headers,
+)
+from natriton_client.errors import (
+    ConnectionFailed,
+    NatritonError,
+    NoReply,
+    NoResponders,
+    PayloadTooLarge,
+    Unavailable,
+    error_from_reply,
+)
 from natriton_client.protocol import (
     INFER_SUBJECT,
     JSON,
     MSGPACK,
-    Codec,
+    ErrorReply,
     Header,
-    ImageInput,
     InferRequest,
-    InputPayload,
+    InferResponse,
     Reply,
     Tensor,
-    TensorInput,
-    TextInput,
+    now_ms,
+    results_subject,
 )
+from natriton_client.retry import RetryPolicy, retry_delay_s
 
-_REQUEST: Codec[InferRequest] = Codec(InferRequest)
-_REPLY: Codec[Reply] = Codec(Reply)
+__all__ = ["AsyncClient", "AsyncResults", "InferCall", "MeshClient", "new_results_subject"]
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+_REQUEST = REQUEST_CODEC
+_REPLY = REPLY_CODEC
 
 
+@dataclass(frozen=True, slots=True)
+class InferCall:
+    """One request for :meth:`AsyncClient.infer_many`: the arguments of :meth:`AsyncClient.infer`.
+
+    ``timeout_s`` ``None`` means the ``timeout_s`` given to ``infer_many`` (else the client's default).
+    """
+
+    model: str
+    _: KW_ONLY
+    image: bytes | None = None
+    tensors: Sequence[Tensor] | None = None
+    text: str | None = None
+    version: str = ""
+    top_k: int = 5
+    use_cache: bool = True
+    request_id: str = ""
+    timeout_s: float | None = None
+
+    def to_request(self) -> InferRequest:
+        """The wire request (``ValueError`` unless exactly one of image, tensors, text is given)."""
+        return make_request(
+            self.model,
+            image=self.image,
+            tensors=self.tensors,
+            text=self.text,
+            version=self.version,
+            top_k=self.top_k,
+            use_cache=self.use_cache,
+        )
+
+
+class AsyncResults:
+    """A subscription to a results subject: yields every answer published there, results *and* errors.
+
+    Iterate it (``async for reply in results``) or call :meth:`next`; each item is an
+    :class:`~natriton_client.protocol.InferResponse` or an :class:`~natriton_client.protocol.ErrorReply` (match them
+    to requests by ``request_id``). A message that does not decode is yielded as an ``internal`` ErrorReply.
+    Close it (``await results.close()`` or ``async with``) to unsubscribe; closing the client closes it too.
+    """
+
+    def __init__(self, sub: Subscription, subject: str, client: AsyncClient | None = None) -> None:
+        self._sub = sub
+        self._client = client
+        self.subject = subject
+        """The subject subscribed to (pass it as ``results_to=``)."""
+        self._closed = False
+
+    async def next(self, timeout_s: float | None = None) -> Reply:
+        """The next answer; built-in ``TimeoutError`` after ``timeout_s`` (``None``: wait for ever);
+        ``ConnectionFailed`` once the subscription or the connection is closed."""
+        reply = await self.next_or_none(timeout_s)
+        if reply is None:
+            raise ConnectionFailed(f"the results subscription on {self.subject!r} is closed", attempts=0)
+        return reply
+
+    async def next_or_none(self, timeout_s: float | None = None) -> Reply | None:
+        """:meth:`next`, but ``None`` once the subscription or the connection is closed."""
+        if self._closed:
+            return None
+        try:
+            msg: Msg = await asyncio.wait_for(self._sub.messages.__anext__(), timeout_s)
+        except StopAsyncIteration:
+            return None
+        return decode_reply(msg.data, msg.headers)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Reply:
+        reply = await self.next_or_none(None)
+        if reply is None:
+            raise StopAsyncIteration
+        return reply
+
+    @property
+    def pending(self) -> int:
+        """Answers received and not read yet."""
+        return self._sub.pending_msgs
+
+    async def close(self) -> None:
+        """Unsubscribe (answers not read yet are dropped). Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._client is not None:
+            self._client._results.discard(self)
+        with contextlib.suppress(nats.errors.Error):
+            await self._sub.unsubscribe()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+class AsyncClient:
+    """The asyncio client. Make one with :meth:`connect`; use it from one event loop.
+
+    ``timeout_s``: default budget of a call (all its retries included); ``retry``: default :class:`RetryPolicy`;
+    ``reply_grace_s``: how much longer than the mesh's deadline to wait for its reply (the mesh answers
+    ``deadline_exceeded`` itself at its deadline; only when nothing comes at all does the client raise
+    :class:`~natriton_client.errors.NoReply`); ``propagate_trace``: send the current OpenTelemetry span as
+    ``traceparent`` when opentelemetry is installed.
+    """
+
+    def __init__(
+        self,
+        nc: NATS,
+        *,
+        owns_connection: bool = False,
+        timeout_s: float = 10.0,
+        retry: RetryPolicy | None = None,
+        reply_grace_s: float = 1.0,
+        propagate_trace: bool = True,
+    ) -> None:
+        if not timeout_s > 0:
+            raise ValueError("timeout_s must be > 0")
+        self.nc = nc
+        """The NATS connection (shared with the caller when it was passed to :meth:`connect`)."""
+        self.timeout_s = timeout_s
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.reply_grace_s = reply_grace_s
+        self.propagate_trace = propagate_trace
+        self._owns_connection = owns_connection
+        self._rng = random.Random()
+        self._results: set[AsyncResults] = set()
+        self._closed = False
+
+    @classmethod
+    async def connect(
+        cls,
+        servers: str | Sequence[str] | NATS = DEFAULT_URL,
+        *,
+        name: str = "natriton-client",
+        connect_timeout_s: float = 5.0,
+        timeout_s: float = 10.0,
+        retry: RetryPolicy | None = None,
+        reply_grace_s: float = 1.0,
+        propagate_trace: bool = True,
+        **nats_options: Any,
+    ) -> AsyncClient:
+        """Connect to NATS at ``servers`` (a URL or a list of them), or wrap a connected nats-py client (then
+        :meth:`close` leaves that connection open). ``nats_options`` go to nats-py's ``connect`` (credentials,
+        TLS, ...). Raises :class:`~natriton_client.errors.ConnectionFailed` when no server answers within
+        ``connect_timeout_s``."""
+        options: dict[str, Any] = {
+            "timeout_s": timeout_s,
+            "retry": retry,
+            "reply_grace_s": reply_grace_s,
+            "propagate_trace": propagate_trace,
+        }
+        if isinstance(servers, NATS):
+            return cls(servers, owns_connection=False, **options)
+        nc = NATS()
+        urls = [servers] if isinstance(servers, str) else list(servers)
+        try:
+            await asyncio.wait_for(
+                nc.connect(servers=urls, name=name, connect_timeout=connect_timeout_s, **nats_options),  # type: ignore[arg-type]
+                connect_timeout_s,
+            )
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise ConnectionFailed(f"cannot connect to NATS at {', '.join(urls)}: {exc!r}", attempts=0) from exc
+        return cls(nc, owns_connection=True, **options)
+
+    # ------------------------------------------------------------------ request/reply
+    async def infer(
+        self,
+        model: str,
+        *,
+        image: bytes | None = None,
+        tensors: Sequence[Tensor] | None = None,
+        text: str | None = None,
+        version: str = "",
+        top_k: int = 5,
+        use_cache: bool = True,
+        timeout_s: float | None = None,
+        deadline_ms: int | None = None,
+        request_id: str = "",
+        json: bool = False,
+        traceparent: str | None = None,
+        retry: RetryPolicy | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> InferResponse:
+        """Run ``model`` on exactly one of ``image=`` (JPEG/PNG bytes), ``tensors=`` or ``text=``.
+
+        ``timeout_s`` is the budget of the whole call, retries included (default: the client's); ``deadline_ms``
+        an absolute deadline in Unix epoch ms instead (it wins, as in the protocol). ``request_id`` is echoed back
+        (need not be unique). Retryable errors are retried per ``retry`` (default: the client's policy).
+
+        Raises a :class:`~natriton_client.errors.NatritonError` subclass for every failure.
+        """
+        request = make_request(
+            model, image=image, tensors=tensors, text=text, version=version, top_k=top_k, use_cache=use_cache
+        )
+        return await self.infer_request(
+            request,
+            timeout_s=timeout_s,
+            deadline_ms=deadline_ms,
+            request_id=request_id,
+            json=json,
+            traceparent=traceparent,
+            retry=retry,
+            extra_headers=extra_headers,
+        )
+
+    async def infer_request(
+        self,
+        request: InferRequest,
+        *,
+        timeout_s: float | None = None,
+        deadline_ms: int | None = None,
+        request_id: str = "",
+        json: bool = False,
+        traceparent: str | None = None,
+        retry: RetryPolicy | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> InferResponse:
+        """:meth:`infer` for a ready-made :class:`~natriton_client.protocol.InferRequest`."""
+        check_request_id(request_id)
+        deadline = Deadline.of(
+            timeout_s=timeout_s,
+            deadline_ms=deadline_ms,
+            default_timeout_s=self.timeout_s,
+            now_s=time.monotonic(),
+            now_ms=now_ms(),
+        )
+        body = _REQUEST.encode(request, json=json)
+        trace = trace_headers(traceparent, propagate=self.propagate_trace)
+        policy = retry if retry is not None else self.retry
+        started = time.monotonic()
+        last: NatritonError | None = None
+        retries = 0
+        while True:
+            now = time.monotonic()
+            try:
+                deadline_header = deadline.headers(now)
+            except NatritonError as exc:
+                exc.request_id = request_id
+                if last is not None:  # a wait left no time: the error that caused it is the real story
+                    raise last from None
+                raise
+            headers = request_headers(
+                json=json, deadline=deadline_header, request_id=request_id, trace=trace, extra=extra_headers
+            )
+            try:
+                return await self._request(
+                    body, headers, local_timeout_s=deadline.remaining_s(now) + self.reply_grace_s, json=json
+                )
+            except NatritonError as exc:
+                if not exc.request_id:
+                    exc.request_id = request_id
+                exc.attempts = retries + 1
+                last = exc
+            now = time.monotonic()
+            delay = retry_delay_s(
+                policy,
+                last,
+                retries_done=retries,
+                elapsed_s=now - started,
+                remaining_s=deadline.remaining_s(now),
+                rand=self._rng.random(),
+            )
+            if delay is None:
+                raise last
+            retries += 1
+            await asyncio.sleep(delay)
+
+    async def _request(
+        self, body: bytes, headers: dict[str, str], *, local_timeout_s: float, json: bool
+    ) -> InferResponse:
+        """One attempt: send, wait for the one reply, raise it as a typed exception if it is an error."""
+        try:
+            msg = await self.nc.request(INFER_SUBJECT, body, timeout=local_timeout_s, headers=headers)
+        except nats.errors.NoRespondersError as exc:
+            raise NoResponders(f"no ingest copy is listening on {INFER_SUBJECT} (NATS: no responders)") from exc
+        except nats.errors.TimeoutError as exc:
+            raise NoReply(f"no reply at all within {local_timeout_s:.3f} s") from exc
+        except nats.errors.Error as exc:
+            raise _send_error(exc, len(body), self.nc) from exc
+        reply = decode_reply(msg.data, msg.headers, json=json)
+        if isinstance(reply, ErrorReply):
+            raise error_from_reply(reply)
+        return reply
+
+    # ------------------------------------------------------------------ many at once
+    @overload
+    def infer_many(
+        self,
+        requests: Iterable[InferCall | InferRequest],
+        *,
+        concurrency: int = ...,
+        ordered: bool = ...,
+        return_exceptions: Literal[False] = ...,
+        timeout_s: float | None = ...,
+        json: bool = ...,
+        retry: RetryPolicy | None = ...,
+    ) -> AsyncIterator[InferResponse]: ...
+
+    @overload
+    def infer_many(
+        self,
+        requests: Iterable[InferCall | InferRequest],
+        *,
+        concurrency: int = ...,
+        ordered: bool = ...,
+        return_exceptions: Literal[True],
+        timeout_s: float | None = ...,
+        json: bool = ...,
+        retry: RetryPolicy | None = ...,
+    ) -> AsyncIterator[InferResponse | NatritonError]: ...
+
+    @overload
+    def infer_many(
+        self,
+        requests: Iterable[InferCall | InferRequest],
+        *,
+        concurrency: int = ...,
+        ordered: bool = ...,
+        return_exceptions: bool,
+        timeout_s: float | None = ...,
+        json: bool = ...,
+        retry: RetryPolicy | None = ...,
+    ) -> AsyncIterator[InferResponse | NatritonError]: ...
+
+    async def infer_many(
+        self,
+        requests: Iterable[InferCall | InferRequest],
+        *,
+        concurrency: int = 8,
+        ordered: bool = True,
+        return_exceptions: bool = False,
+        timeout_s: float | None = None,
+        json: bool = False,
+        retry: RetryPolicy | None = None,
+    ) -> AsyncIterator[InferResponse | NatritonError]:
+        """Run many requests with at most ``concurrency`` in flight; yield their responses in the order of
+        ``requests`` (``ordered=True``) or as they complete (match them by ``request_id`` then).
+
+        ``requests`` is read lazily (a generator of any length is fine). The first failure is raised (and the
+        requests still in flight are cancelled) unless ``return_exceptions=True``, which yields the
+        :class:`~natriton_client.errors.NatritonError` in the response's place instead. Close the iterator early
+        with ``contextlib.aclosing`` to cancel what is still in flight at once.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        source = iter(requests)
+        in_flight: deque[asyncio.Task[InferResponse]] = deque()
+
+        def start_next() -> None:
+            for item in source:
+                in_flight.append(asyncio.ensure_future(self._infer_item(item, timeout_s, json, retry)))
+                return
+
+        def outcome(task: asyncio.Task[InferResponse]) -> InferResponse | NatritonError:
+            exc = task.exception()
+            if exc is None:
+                return task.result()
+            if return_exceptions and isinstance(exc, NatritonError):
+                return exc
+            raise exc
+
+        try:
+            for _ in range(concurrency):
+                start_next()
+            while in_flight:
+                if ordered:
+                    head = in_flight.popleft()
+                    await asyncio.wait([head])
+                    done = [head]
+                else:
+                    finished, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    done = [t for t in in_flight if t in finished]  # in request order among the finished
+                    for task in done:
+                        in_flight.remove(task)
+                for _ in done:
+                    start_next()
+                for task in done:
+                    yield outcome(task)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            if in_flight:
+                await asyncio.wait(in_flight)
+                for task in in_flight:  # retrieve, so asyncio does not log "exception never retrieved"
+                    if not task.cancelled():
+                        task.exception()
+
+    async def _infer_item(
+        self, item: InferCall | InferRequest, timeout_s: float | None, json: bool, retry: RetryPolicy | None
+    ) -> InferResponse:
+        if isinstance(item, InferCall):
+            return await self.infer_request(
+                item.to_request(),
+                timeout_s=item.timeout_s if item.timeout_s is not None else timeout_s,
+                request_id=item.request_id,
+                json=json,
+                retry=retry,
+            )
+        return await self.infer_request(item, timeout_s=timeout_s, json=json, retry=retry)
+
+    # ------------------------------------------------------------------ fire-and-forget
+    async def publish(
+        self,
+        model: str,
+        *,
+        image: bytes | None = None,
+        tensors: Sequence[Tensor] | None = None,
+        text: str | None = None,
+        version: str = "",
+        top_k: int = 5,
+        use_cache: bool = True,
+        results_to: str | None = None,
+        request_id: str = "",
+        timeout_s: float | None = None,
+        deadline_ms: int | None = None,
+        json: bool = False,
+        traceparent: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> str:
+        """Fire-and-forget: send without waiting; return the request id (a new one when none is given).
+
+        The answer (result or error) is published on ``results_to``: a subject of yours (subscribe to it first
+        with :meth:`results`: core NATS is at-most-once), ``"shared"`` for ``natriton.v1.results.<model>``, or
+        ``None`` for nowhere (the request still runs and warms the cache). A ``results_to`` the mesh would drop
+        raises :class:`~natriton_client.errors.InvalidArgument` here. Nothing is retried.
+        """
+        request = make_request(
+            model, image=image, tensors=tensors, text=text, version=version, top_k=top_k, use_cache=use_cache
+        )
+        return await self.publish_request(
+            request,
+            results_to=results_to,
+            request_id=request_id,
+            timeout_s=timeout_s,
+            deadline_ms=deadline_ms,
+            json=json,
+            traceparent=traceparent,
+            extra_headers=extra_headers,
+        )
+
+    async def publish_request(
+        self,
+        request: InferRequest,
+        *,
+        results_to: str | None = None,
+        request_id: str = "",
+        timeout_s: float | None = None,
+        deadline_ms: int | None = None,
+        json: bool = False,
+        traceparent: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> str:
+        """:meth:`publish` for a ready-made :class:`~natriton_client.protocol.InferRequest`."""
+        request_id = request_id or new_request_id()
+        check_request_id(request_id)
+        destination = check_results_to(results_to) if results_to is not None else None
+        now = time.monotonic()
+        deadline = Deadline.of(
+            timeout_s=timeout_s, deadline_ms=deadline_ms, default_timeout_s=self.timeout_s, now_s=now, now_ms=now_ms()
+        )
+        try:
+            deadline_header = deadline.headers(now)
+        except NatritonError as exc:
+            exc.request_id = request_id
+            raise
+        headers = request_headers(
+            json=json,
+            deadline=deadline_header,
+            request_id=request_id,
+            trace=trace_headers(traceparent, propagate=self.propagate_trace),
+            results_to=destination,
+            extra=extra_headers,
+        )
+        body = _REQUEST.encode(request, json=json)
+        try:
+            await self.nc.publish(INFER_SUBJECT, body, headers=headers)
+        except nats.errors.Error as exc:
+            error = _send_error(exc, len(body), self.nc)
+            error.request_id, error.attempts = request_id, 0
+            raise error from exc
+        return request_id
+
+    async def results(self, subject: str | None = None, *, model: str | None = None, queue: str = "") -> AsyncResults:
+        """Subscribe to a results subject: ``subject`` (yours, as given to ``publish(results_to=...)``), or the
+        shared one of ``model`` (``natriton.v1.results.<model>``), or with neither a new unique ``_INBOX.``
+        subject (``results.subject``). ``queue``: share the answers among the subscribers of a queue group."""
+        if subject is not None and model is not None:
+            raise ValueError("give subject= or model=, not both")
+        target = results_subject(model) if model is not None else subject or new_results_subject()
+        try:
+            sub = await self.nc.subscribe(target, queue=queue)
+        except nats.errors.Error as exc:
+            raise _send_error(exc, 0, self.nc) from exc
+        results = AsyncResults(sub, target, self)
+        self._results.add(results)
+        return results
+
+    # ------------------------------------------------------------------ lifecycle
+    async def flush(self, timeout_s: float = 10.0) -> None:
+        """Wait until everything published so far has reached the NATS server."""
+        try:
+            await self.nc.flush(timeout=timeout_s)  # type: ignore[arg-type]
+        except nats.errors.TimeoutError as exc:
+            raise NoReply(f"the NATS server did not confirm a flush within {timeout_s} s", attempts=0) from exc
+        except nats.errors.Error as exc:
+            raise _send_error(exc, 0, self.nc) from exc
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether :meth:`close` was called (or the connection is closed)."""
+        return self._closed or self.nc.is_closed
+
+    async def close(self) -> None:
+        """Close open results subscriptions; drain and close the connection if this client made it."""
+        if self._closed:
+            return
+        self._closed = True
+        for results in list(self._results):
+            await results.close()
+        if self._owns_connection:
+            with contextlib.suppress(nats.errors.Error):
+                await self.nc.drain()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+def _send_error(exc: nats.errors.Error, size: int, nc: NATS) -> NatritonError:
+    """The typed error for a nats-py failure to send."""
+    if isinstance(exc, nats.errors.MaxPayloadError):
+        return PayloadTooLarge(f"a request of {size} bytes is over the NATS server's max_payload ({nc.max_payload})")
+    if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionDrainingError):
+        return ConnectionFailed(f"the NATS connection is closed or draining ({type(exc).__name__})")
+    return Unavailable(f"NATS failed to send the request: {exc!r}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The low-level client (kept as it was: returns the Reply, never raises for an error reply)
+# ----------------------------------------------------------------------------------------------------
 class MeshClient:
     """Send inference requests to ``natriton.v1.infer`` and decode the typed replies."""
 
@@ -67,14 +658,9 @@ class MeshClient:
         given = [p for p in (image, tensors, text) if p is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of image=, tensors= or text=")
-        payload: InputPayload
-        if image is not None:
-            payload = ImageInput(data=image)
-        elif text is not None:
-            payload = TextInput(text=text)
-        else:
-            payload = TensorInput(tensors=tuple(tensors or ()))
-        request = InferRequest(model=model, version=version, input=payload, top_k=top_k, use_cache=use_cache)
+        request = make_request(
+            model, image=image, tensors=tensors, text=text, version=version, top_k=top_k, use_cache=use_cache
+        )
         return await self.send(
             _REQUEST.encode(request, json=json),
             timeout_s=timeout_s,

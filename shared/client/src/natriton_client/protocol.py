@@ -47,6 +47,11 @@ def is_reserved_subject(subject: str) -> bool:
     return subject in RESERVED_SUBJECTS or subject.startswith(RESERVED_SUBJECT_PREFIXES)
 
 
+def is_results_destination(value: str) -> bool:
+    """Whether ``value`` is a valid ``Natriton-Results-To``: ``shared``, or a plain subject outside the reserved."""
+    return value == SHARED_RESULTS or (is_publish_subject(value) and not is_reserved_subject(value))
+
+
 def results_subject(model: str) -> str:
     """The shared results subject of ``model`` (``_invalid`` when the name is not a subject token)."""
     return f"{RESULTS_PREFIX}.{model if is_subject_token(model) else '_invalid'}"
@@ -94,6 +99,11 @@ MSGPACK: Final = "application/msgpack"
 MAX_REQUEST_ID_LENGTH: Final = 128
 
 
+def is_valid_request_id(value: str) -> bool:
+    """Whether ``value`` is a valid ``Natriton-Request-Id``: 1 to 128 printable characters."""
+    return 0 < len(value) <= MAX_REQUEST_ID_LENGTH and value.isprintable()
+
+
 def now_ms() -> int:
     """Wall-clock time in Unix epoch milliseconds (the unit of ``Natriton-Deadline``)."""
     return int(time.time() * 1000)
@@ -122,6 +132,11 @@ class ErrorCode(enum.StrEnum):
     def retryable(self) -> bool:
         """Whether sending the same request again later may succeed."""
         return self in (ErrorCode.DEADLINE_EXCEEDED, ErrorCode.OVERLOADED, ErrorCode.UNAVAILABLE)
+
+    @classmethod
+    def from_status(cls, status: int) -> ErrorCode | None:
+        """The code a ``Nats-Service-Error-Code`` number stands for (None for a number the mesh never sends)."""
+        return next((code for code, number in _STATUS.items() if number == status), None)
 
 
 _STATUS: dict[ErrorCode, int] = {
