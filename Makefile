@@ -97,7 +97,7 @@ format: venv
 	$(VENV)/bin/ruff format .
 
 up: servers models  ## run the whole local stack in the foreground (Ctrl-C stops it)
-	$(PY) -m natriton_dev.stack
+	$(VENV)/bin/natriton up
 
 bench: servers models  ## load-test suite (~5-6 min): loadtests/results/*.json+png, docs/benchmarks.md
 	$(PY) -m loadtests.bench $(BENCH_ARGS)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,11 +31,10 @@ DATA = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
 
 
 def routes_cli(stack: LocalStack, *args: str) -> str:
-    """Run the operators' CLI as a separate process, exactly as documented."""
+    """Run the operators' CLI (``natriton routes``) as a separate process, exactly as documented."""
     env = {**os.environ, "NATRITON_NATS_URL": stack.nats_url}
-    done = subprocess.run(
-        [sys.executable, "-m", "natriton_router.routes", *args], env=env, capture_output=True, text=True, timeout=30
-    )
+    natriton = Path(sys.executable).parent / "natriton"
+    done = subprocess.run([str(natriton), "routes", *args], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -1,9 +1,9 @@
-"""Router policy logic: weighted version choice, shadow traffic, shadow agreement, the circuit breaker, and the
-``routes`` command line's weight parsing."""
+"""Router policy logic: weighted version choice, shadow traffic, shadow agreement and the circuit breaker.
+
+The ``natriton routes`` command line's weight parsing is tested in tests/unit/test_cli.py."""
 
 from __future__ import annotations
 
-import argparse
 import random
 from collections import Counter
 
@@ -15,7 +15,6 @@ from natriton.messages import ModelInfo, RoutePolicy, Tensor, TensorSpec
 from natriton.profiles import ClassifierProfile, DetectorProfile, EmbedderProfile, ModelProfile, RawProfile
 from natriton.tensors import to_tensor
 from natriton_router.logic import CircuitBreaker, choose_version, outputs_agree, shadow_version_for
-from natriton_router.routes import build_parser, parse_weights
 
 CLASSIFIER = ClassifierProfile(output="LOGITS0")
 DETECTOR = DetectorProfile(boxes_output="BOXES", scores_output="SCORES")
@@ -339,55 +338,3 @@ def test_lost_probe_does_not_wedge_the_breaker() -> None:
     breaker.check("m")  # the probe goes out... and its outcome is never recorded
     clock.advance(60.0)  # many reset periods later, another probe should be allowed
     breaker.check("m")
-
-
-# ------------------------------------------------------------------------------------------------
-# routes CLI: parse_weights
-# ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("1=90,2=10", {"1": 90.0, "2": 10.0}),
-        ("1=90", {"1": 90.0}),
-        ("1=0.5,10=1.5", {"1": 0.5, "10": 1.5}),
-        ("1=90,2=10,", {"1": 90.0, "2": 10.0}),
-        (" 1=90 , 2=10 ", {"1": 90.0, "2": 10.0}),
-        ("1=0", {"1": 0.0}),
-        ("", {}),
-    ],
-)
-def test_parse_weights(text: str, expected: dict[str, float]) -> None:
-    weights = parse_weights(text)
-    assert weights == expected
-    assert all(type(w) is float for w in weights.values())
-
-
-@pytest.mark.parametrize("text", ["1", "=5", "1=", "1=abc", "1=-5", "1=90,2", "1:90"])
-def test_parse_weights_refuses_bad_forms(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError):
-        parse_weights(text)
-
-
-@pytest.mark.parametrize("text", ["1=inf", "1=nan", "1=90,2=Infinity"])
-def test_parse_weights_refuses_non_finite(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError):
-        parse_weights(text)
-
-
-def test_parse_weights_strips_spaces_around_the_version() -> None:
-    assert parse_weights("1 = 90, 2 = 10") == {"1": 90.0, "2": 10.0}
-
-
-def test_set_command_parses_weights() -> None:
-    args = build_parser().parse_args(["set", "mobilenet_v2", "--weights", "1=90,2=10", "--shadow", "2"])
-    assert args.weights == {"1": 90.0, "2": 10.0}
-    assert args.shadow == "2"
-    assert args.shadow_fraction == 1.0
-    assert build_parser().parse_args(["set", "mobilenet_v2"]).weights == {}
-
-
-def test_set_command_rejects_bad_weights(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        build_parser().parse_args(["set", "mobilenet_v2", "--weights", "1=lots"])
-    assert info.value.code == 2
-    assert "not a number" in capsys.readouterr().err

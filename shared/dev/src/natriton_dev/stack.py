@@ -19,7 +19,7 @@ import tempfile
 import threading
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Self
+from typing import Any, Self
 
 from natriton_dev.mesh import SERVICES, ServiceProcess
 from natriton_dev.servers import NatsServer, RedisServer
@@ -113,6 +113,24 @@ class LocalStack:
                 started.append(process)
             for process in started:
                 process.wait_ready(timeout=60.0 if service == "router" else 30.0)
+
+    def pids(self) -> dict[str, int]:
+        """Process id of every running server and service copy (each leads its own process group)."""
+        processes = [self.nats, self.redis, self.triton, *self.services]
+        return {p.name: p.pid for p in processes if p.pid is not None and p.is_running}
+
+    def describe(self) -> dict[str, Any]:
+        """Where everything listens and runs (what ``natriton up`` writes to its state file)."""
+        return {
+            "nats_url": self.nats.url,
+            "redis_url": self.redis.url,
+            "triton_grpc_url": self.triton.grpc_url,
+            "triton_http_url": self.triton.http_url,
+            "triton_metrics_url": self.triton.metrics_url,
+            "model_repository": str(self.triton.model_repository),
+            "workdir": str(self.workdir),
+            "pids": self.pids(),
+        }
 
     def service(self, name: str, copy: int = 0) -> ServiceProcess:
         """One running service process."""
