@@ -62,3 +62,17 @@ def test_go_parser_catches_a_broken_example() -> None:
     parser = Parser(Language(tree_sitter_go.language()))
     broken = code_blocks("go")[0].replace("func main() {", "func main() {{", 1)
     assert parser.parse(broken.encode()).root_node.has_error
+
+
+README = PROTOCOL.parents[1] / "README.md"
+
+
+@pytest.mark.integration
+def test_readme_client_example(stack: LocalStack, photos: dict[str, bytes], tmp_path: Path) -> None:
+    """The README's Python client example, pointed at the test stack, prints what its comment says."""
+    blocks = [body for lang, body in FENCE.findall(README.read_text(encoding="utf-8")) if lang == "python"]
+    assert len(blocks) == 1
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "coffee.jpg").write_bytes(photos["coffee.jpg"])
+    source = blocks[0].replace("nats://127.0.0.1:4222", stack.nats_url)
+    assert run_example(source, tmp_path).strip() == "espresso"
