@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+import msgspec
+
+from natriton.settings import PREFIX
 from natriton_dev.process import ManagedProcess, wait_until
 
 SERVICES = ("router", "preprocess", "postprocess", "ingest")
 """Start order: the router publishes the model catalog the others read."""
+
+
+def service_environment(service: str, env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without the ``NATRITON_*`` variables that are no setting of ``service``: a local stack shares one
+    environment between its services, and each service reports variables it does not know (typos fail it)."""
+    settings: type[msgspec.Struct] = importlib.import_module(f"natriton_{service}.settings").Settings
+    known = {PREFIX + field.name.upper() for field in msgspec.structs.fields(settings)}
+    return {name: value for name, value in env.items() if not name.startswith(PREFIX) or name in known}
 
 
 class ServiceProcess(ManagedProcess):
@@ -24,6 +36,8 @@ class ServiceProcess(ManagedProcess):
     def start(self) -> None:
         """Start (again); readiness is judged only from log lines written after this call."""
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        if self.env is not None:
+            self.env = service_environment(self.service, self.env)
         super().start()
 
     def log_since_start(self) -> str:
