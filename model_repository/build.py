@@ -1,9 +1,11 @@
 """Build every model in this repository that has an ``export.py`` (generated weights such as ``*.onnx``).
 
-Usage: ``python model_repository/build.py [--force] [model ...]``. Each ``<model>/export.py`` is imported by path
-and must define ``build(force: bool) -> bool`` (True = built, False = already up to date). Prints one line per model
-and exits non-zero if any build fails. No ``__pycache__`` is written: Triton would take a stray top-level directory
-for a model.
+Usage: ``python model_repository/build.py [--force] [model ...]``. First the configuration variants
+``<model>/configs/*.pbtxt`` are regenerated from each ``config.pbtxt`` (``variants.py``: cheap, all models, only
+changed files are written; they are committed and the contract tests check they are up to date). Then each
+``<model>/export.py`` is imported by path and must define ``build(force: bool) -> bool`` (True = built, False =
+already up to date). Prints one line per model and exits non-zero if any build fails. No ``__pycache__`` is
+written: Triton would take a stray top-level directory for a model.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent
 
 
-def _load(export: Path):  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(f"_natriton_export_{export.parent.name}", export)
+def _load(export: Path, name: str | None = None):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(name or f"_natriton_export_{export.parent.name}", export)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {export}")
     module = importlib.util.module_from_spec(spec)
@@ -44,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         exports = [e for e in exports if e.parent.name in args.models]
 
     failed = 0
+    try:  # the configuration variants first: they need no dependency and every deployment reads them
+        if _load(REPO / "variants.py", "_natriton_variants").main([]) != 0:
+            failed += 1
+    except Exception:  # report and still build the weights
+        traceback.print_exc()
+        print("variants: FAILED", flush=True)
+        failed += 1
     for export in exports:
         name = export.parent.name
         start = time.perf_counter()

@@ -1,4 +1,8 @@
-"""Triton python-backend model: runs ``model.onnx`` (next to this file) with onnxruntime on CPU.
+"""Triton python-backend model: runs ``model.onnx`` (next to this file) with onnxruntime.
+
+The execution provider follows the instance: a ``KIND_GPU`` instance (``configs/gpu_python.pbtxt``) runs on
+onnxruntime's CUDA provider on the instance's GPU when onnxruntime offers it (``onnxruntime-gpu`` installed), anything
+else on the CPU provider (``config.pbtxt``, ``KIND_CPU``: local development and CI). The provider in use is logged.
 
 Inputs and outputs are taken from ``config.pbtxt`` (their names are also the ONNX graph's names). Every ``execute``
 call concatenates the inputs of all its requests (each may carry a batch of several items) into one array per input,
@@ -15,6 +19,23 @@ import os
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+
+
+def execution_providers(args, available):
+    """onnxruntime providers for this instance: CUDA on the instance's GPU (CPU as fallback for unsupported nodes)
+    when the instance is ``KIND_GPU`` and onnxruntime offers ``CUDAExecutionProvider``; else CPU only."""
+    if args.get("model_instance_kind") == "GPU" and "CUDAExecutionProvider" in available:
+        device = int(args.get("model_instance_device_id") or 0)
+        return [("CUDAExecutionProvider", {"device_id": device}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def describe(provider):
+    """A provider as logged: its name, with the device for CUDA."""
+    if isinstance(provider, tuple):
+        name, options = provider
+        return f"{name}(device_id={options.get('device_id', 0)})" if "device_id" in options else name
+    return provider
 
 
 class TritonPythonModel:
@@ -43,7 +64,13 @@ class TritonPythonModel:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        providers = execution_providers(args, ort.get_available_providers())
+        self.session = ort.InferenceSession(path, opts, providers=providers)
+        pb_utils.Logger.log_info(
+            f"{args['model_name']} instance {args.get('model_instance_name', '')}: onnxruntime "
+            f"{ort.__version__} runs {path} on {', '.join(describe(p) for p in self.session.get_providers())} "
+            f"(requested {', '.join(describe(p) for p in providers)})"
+        )
         onnx_inputs = {i.name for i in self.session.get_inputs()}
         onnx_outputs = {o.name for o in self.session.get_outputs()}
         missing = [n for n, _, _ in self.inputs if n not in onnx_inputs]

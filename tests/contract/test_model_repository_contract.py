@@ -70,8 +70,9 @@ def beside(model_dir: Path) -> ReadFile:
     return read
 
 
-def built_profile(path: Path) -> BuiltProfile:
-    """``build_profile`` on the config's parameters, tensors and label files (raises ProfileError)."""
+def built_profile(path: Path, model_dir: Path | None = None) -> BuiltProfile:
+    """``build_profile`` on the config's parameters, tensors and label files (raises ProfileError); files are read
+    from ``model_dir`` (default: the config's directory; a ``configs/<variant>.pbtxt`` passes its model's)."""
     config = triton_json_config(path)
     parameters = {k: str(v.get("string_value", "")) for k, v in config.get("parameters", {}).items()}
 
@@ -92,14 +93,15 @@ def built_profile(path: Path) -> BuiltProfile:
         specs(config.get("input", [])),
         specs(config.get("output", [])),
         label_files=label_files,
-        read_file=beside(path.parent),
+        read_file=beside(model_dir or path.parent),
     )
 
 
-def catalog_entry(path: Path) -> tuple[ModelInfo, tuple[ModelFile, ...]]:
-    """The catalog entry and files the router publishes for this model."""
-    versions = sorted(p.name for p in path.parent.iterdir() if p.is_dir() and p.name.isdigit())
-    return model_info_from_triton(triton_json_config(path), versions, beside(path.parent))
+def catalog_entry(path: Path, model_dir: Path | None = None) -> tuple[ModelInfo, tuple[ModelFile, ...]]:
+    """The catalog entry and files the router publishes for this model (``model_dir`` as in ``built_profile``)."""
+    model_dir = model_dir or path.parent
+    versions = sorted(p.name for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    return model_info_from_triton(triton_json_config(path), versions, beside(model_dir))
 
 
 def model_info(path: Path) -> ModelInfo:
