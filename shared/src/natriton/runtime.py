@@ -41,6 +41,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
 from natriton.errors import ErrorCode, MeshError
+from natriton.metrics import LatencyHistogram, MetricsSource, ReadinessCheck, first_reason
 from natriton.settings import CommonSettings
 from natriton.telemetry import hop_span, mark_error, setup_tracing
 
@@ -143,6 +144,8 @@ class EndpointCounters:
     errors_by_code: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
     """``code: message`` of the latest failure or rejection (``last_error`` in ``$SRV.STATS``)."""
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    """The same handler times as ``busy_ns``, by bucket (``natriton_handling_seconds`` in ``/metrics``)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly view."""
@@ -247,7 +250,9 @@ class _Endpoint:
             await self._fail(inbound, MeshError(ErrorCode.INTERNAL, f"{self.runtime.name}: {type(exc).__name__}"))
         finally:
             self.counters.in_flight -= 1
-            self.counters.busy_ns += time.perf_counter_ns() - started
+            elapsed_ns = time.perf_counter_ns() - started
+            self.counters.busy_ns += elapsed_ns
+            self.counters.latency.observe_ns(elapsed_ns)
             self.slots.release()
 
     async def _fail(self, inbound: Inbound, error: MeshError) -> None:
@@ -290,6 +295,12 @@ class ServiceRuntime:
         self._stopping = asyncio.Event()
         self.stats_extension: Callable[[], dict[str, Any]] | None = None
         """Extra numbers of the app, reported under ``app`` in every endpoint's ``$SRV.STATS`` data."""
+        self.metrics_extension: MetricsSource | None = None
+        """The app's extra Prometheus metrics, made at scrape time from the numbers it keeps anyway."""
+        self.readiness_checks: list[ReadinessCheck] = []
+        """The app's own conditions for ``/readyz`` (each '' when fine, else a short reason)."""
+        self.app_started = False
+        """Set by the process runner once the app has started (catalog loaded, endpoints added)."""
 
     # ---------------------------------------------------------------- connection
     @property
@@ -394,6 +405,27 @@ class ServiceRuntime:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def endpoint_counters(self) -> dict[str, EndpointCounters]:
+        """The live counters of every endpoint by name (read by the metrics collector)."""
+        return {e.name: e.counters for e in self._endpoints}
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was asked for (SIGTERM): draining or stopped."""
+        return self._stopping.is_set()
+
+    def not_ready_reason(self) -> str:
+        """'' when this copy should get traffic, else why not (``/readyz``)."""
+        if self.stopping:
+            return "draining"
+        if self._nc is None:
+            return "connecting to NATS"
+        if not self._nc.is_connected:
+            return "NATS disconnected"
+        if not self.app_started:
+            return "starting"
+        return first_reason(self.readiness_checks)
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Counters of every endpoint by name."""

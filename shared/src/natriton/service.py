@@ -21,6 +21,7 @@ from typing import NoReturn, Protocol, TypeVar
 import uvloop
 
 from natriton.logs import configure_logging
+from natriton.metrics import MetricsServer, registry_for
 from natriton.runtime import ServiceRuntime
 from natriton.settings import (
     PREFIX,
@@ -138,9 +139,32 @@ async def _serve(
     log: logging.Logger,
 ) -> None:
     runtime = ServiceRuntime(name, version, settings)
+    metrics: MetricsServer | None = None
+    if settings.metrics_port:  # up first: /healthz answers and /readyz says why not while connecting and starting
+        metrics = MetricsServer(
+            registry_for(runtime), runtime.not_ready_reason, settings.metrics_host, settings.metrics_port
+        )
+        await metrics.start()
+        log.info("metrics, /healthz and /readyz on http://%s:%d", settings.metrics_host, metrics.port)
+    try:
+        await _run_app(name, runtime, settings, build_app, log)
+    finally:
+        if metrics is not None:
+            await metrics.close()
+    await asyncio.sleep(0)
+
+
+async def _run_app(
+    name: str,
+    runtime: ServiceRuntime,
+    settings: S,
+    build_app: Callable[[ServiceRuntime, S], Awaitable[App]],
+    log: logging.Logger,
+) -> None:
     await runtime.connect()
     app = await build_app(runtime, settings)
     await app.start()
+    runtime.app_started = True
     # Everything allocated so far lives for the whole process: keep it out of the collector's way, and collect
     # the young generation less often (fewer pauses on the request path; see docs/benchmarks.md).
     gc.collect()
@@ -152,4 +176,3 @@ async def _serve(
     finally:
         await runtime.drain()
         await app.stop()
-    await asyncio.sleep(0)

@@ -48,12 +48,18 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Messages handled at once by one copy of the service."""
     drain_timeout_s: float = 15.0
     """On SIGTERM: how long to finish accepted work before closing."""
+    metrics_port: int = 9464
+    """TCP port of the HTTP server for ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz``; 0 turns it off."""
+    metrics_host: str = "0.0.0.0"
+    """Address the metrics/health HTTP server binds to."""
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         if self.drain_timeout_s < 0:
             raise ValueError("drain_timeout_s must be >= 0")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValueError("metrics_port must be between 0 (off) and 65535")
 
     @property
     def nats_servers(self) -> list[str]:

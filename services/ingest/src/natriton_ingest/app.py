@@ -34,6 +34,7 @@ from natriton.messages import (
     Reply,
     TensorInput,
 )
+from natriton.metrics import Metric, counter, gauge
 from natriton.pipeline import REPLY_CODEC, error_reply, next_hop_headers
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton_ingest.logic import Admitted, admit, answer_subject, request_id_of, wants_json
@@ -72,6 +73,7 @@ class IngestApp:
         await self.routes.start(self.runtime.nc)
         await self.runtime.subscribe(self.reply_subject, self.on_reply)
         self.runtime.stats_extension = self.stats
+        self.runtime.metrics_extension = self.metrics
         await self.runtime.add_endpoint(
             "infer",
             subjects.INFER,
@@ -95,6 +97,30 @@ class IngestApp:
             "cache_failures": self.cache.failures,
             "pending": dict(self.pending_per_model),
         }
+
+    def metrics(self) -> list[Metric]:
+        """Cache, coalescing and admission metrics for ``/metrics``, from the same numbers as :meth:`stats`."""
+        values = [
+            ("natriton_ingest_cache_hits", "Cache lookups that found an answer.", self.cache.hits),
+            ("natriton_ingest_cache_misses", "Cache lookups that found nothing.", self.cache.misses),
+            ("natriton_ingest_cache_failures", "Cache operations that failed (as misses).", self.cache.failures),
+            ("natriton_ingest_coalesced", "Requests answered by joining an identical one in flight.",
+             self.counts["coalesced"]),
+            ("natriton_ingest_overload_rejections", "Requests refused as overloaded (pending or concurrency limit).",
+             self.counts["rejected_overloaded"]),
+            ("natriton_ingest_late_replies", "Internal replies that came after the deadline.",
+             self.counts["late_replies"]),
+        ]  # fmt: skip
+        metrics: list[Metric] = []
+        for name, doc, value in values:
+            family = counter(name, doc, [])
+            family.add_metric([], value)
+            metrics.append(family)
+        pending = gauge("natriton_ingest_pending", "Requests in the pipeline per model.", ["model"])
+        for model, n in sorted(self.pending_per_model.items()):
+            pending.add_metric([model], n)
+        metrics.append(pending)
+        return metrics
 
     # ------------------------------------------------------------------ request path
     async def handle(self, inbound: Inbound) -> None:

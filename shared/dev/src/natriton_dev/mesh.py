@@ -10,7 +10,7 @@ from pathlib import Path
 import msgspec
 
 from natriton.settings import PREFIX
-from natriton_dev.process import ManagedProcess, wait_until
+from natriton_dev.process import ManagedProcess, free_port, wait_until
 
 SERVICES = ("router", "preprocess", "postprocess", "ingest")
 """Start order: the router publishes the model catalog the others read."""
@@ -24,14 +24,37 @@ def service_environment(service: str, env: Mapping[str, str]) -> dict[str, str]:
     return {name: value for name, value in env.items() if not name.startswith(PREFIX) or name in known}
 
 
-class ServiceProcess(ManagedProcess):
-    """One service process; ready once it logs ``<service> ready``."""
+METRICS_PORT = PREFIX + "METRICS_PORT"
+METRICS_HOST = PREFIX + "METRICS_HOST"
 
-    def __init__(self, service: str, workdir: Path, env: Mapping[str, str], *, copy: int = 0) -> None:
+
+class ServiceProcess(ManagedProcess):
+    """One service process; ready once it logs ``<service> ready``.
+
+    Each copy serves ``/metrics``, ``/healthz`` and ``/readyz`` on 127.0.0.1 and a port of its own (a free one
+    unless ``metrics_port`` is given; ``NATRITON_METRICS_PORT=0`` in ``env`` turns it off): :attr:`metrics_url`.
+    """
+
+    def __init__(
+        self, service: str, workdir: Path, env: Mapping[str, str], *, copy: int = 0, metrics_port: int | None = None
+    ) -> None:
         name = service if copy == 0 else f"{service}-{copy}"
+        env = dict(env)
+        if env.get(METRICS_PORT) == "0":
+            metrics_port = 0
+        self.metrics_port = free_port() if metrics_port is None else metrics_port
+        """Where this copy serves metrics and health on 127.0.0.1 (0: not at all)."""
+        env[METRICS_PORT] = str(self.metrics_port)
+        env[METRICS_HOST] = "127.0.0.1"
         super().__init__([sys.executable, "-m", f"natriton_{service}"], workdir, name=name, env=env)
         self.service = service
         self._log_offset = 0
+
+    @property
+    def metrics_url(self) -> str:
+        """Base URL of this copy's metrics and health endpoints (``<url>/metrics``, ``/healthz``, ``/readyz``);
+        '' when turned off."""
+        return f"http://127.0.0.1:{self.metrics_port}" if self.metrics_port else ""
 
     def start(self) -> None:
         """Start (again); readiness is judged only from log lines written after this call."""
