@@ -33,6 +33,9 @@ from natriton.messages import (
     InferTask,
     InputPayload,
     Job,
+    ModelControl,
+    ModelControlAnswer,
+    ModelControlReply,
     ModelInfo,
     PostprocessTask,
     PreprocessTask,
@@ -44,6 +47,7 @@ from natriton.messages import (
     TensorInput,
     TensorSpec,
     TextInput,
+    VersionState,
 )
 from natriton.profiles import (
     ClassifierProfile,
@@ -166,6 +170,21 @@ EXAMPLES: list[tuple[Any, Any, str | None]] = [
     (Batch(items=(CLASSIFICATION, RawOutputs(tensors=(LOGITS,)))), Result, "batch"),
     # the model catalog (JSON values of the KV bucket natriton_models): the typed profiles
     (BROKEN_MODEL_INFO, ModelInfo, "model_info"),
+    # model control (operators ↔ router on natriton.v1.control.models)
+    (ModelControl(action="load", model="noop"), ModelControl, "model_control"),
+    (VersionState(version="1", state="READY"), VersionState, None),
+    (
+        ModelControlReply(
+            action="load",
+            model="noop",
+            message="noop loaded: versions 1 ready",
+            ready_versions=("1",),
+            states=(VersionState(version="1", state="READY"), VersionState(version="2", state="UNAVAILABLE")),
+        ),
+        ModelControlAnswer,
+        "model_control_reply",
+    ),
+    (ErrorReply(request_id="", code=ErrorCode.NOT_FOUND, message="no model"), ModelControlAnswer, "error"),
     (IMAGE_SPEC, ImageSpec, None),
     (TEXT_SPEC, TextSpec, None),
     (CLASSIFIER, ModelProfile, "classifier"),
@@ -183,6 +202,8 @@ EXAMPLES: list[tuple[Any, Any, str | None]] = [
 IDS = [f"{type(m).__name__}-as-{getattr(t, '__name__', 'union')}-{i}" for i, (m, t, _) in enumerate(EXAMPLES)]
 
 ALL_TAGS = {
+    "model_control",
+    "model_control_reply",
     "batch",
     "classifier",
     "detector",
@@ -311,6 +332,9 @@ PINNED_FIELDS = {
     "Embedding": ("vector",),
     "CacheEntry": ("version", "result"),
     "RoutePolicy": ("model", "weights", "shadow_version", "shadow_fraction"),
+    "ModelControl": ("action", "model"),
+    "ModelControlReply": ("action", "model", "message", "ready_versions", "states"),
+    "VersionState": ("version", "state", "reason"),
     "ImageSpec": ("input", "datatype", "height", "width", "channels_last", "color", "resize", "resize_shorter"),
     "TextSpec": ("tokenizer_file", "tokenizer_sha256", "max_tokens", "ids_input", "mask_input"),
     "ClassifierProfile": ("output", "labels", "softmax", "image"),
@@ -533,6 +557,7 @@ def test_public_subjects_are_pinned() -> None:
     assert subjects.MODELS_BUCKET == "natriton_models"
     assert subjects.MODEL_FILES_BUCKET == "natriton_model_files"
     assert subjects.ROUTES_BUCKET == "natriton_routes"
+    assert subjects.CONTROL_MODELS == "natriton.v1.control.models"
     assert subjects.RESULTS_PREFIX == "natriton.v1.results"
     assert subjects.queue_group("router") == "natriton.router"
 

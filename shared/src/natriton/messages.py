@@ -7,7 +7,7 @@ package, and re-exported here. Everything defined in this module flows between t
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias
 
 import msgspec
 
@@ -52,6 +52,9 @@ __all__ = [
     "InputPayload",
     "ItemResult",
     "Job",
+    "ModelControl",
+    "ModelControlAnswer",
+    "ModelControlReply",
     "ModelInfo",
     "PostprocessTask",
     "PreprocessTask",
@@ -64,6 +67,7 @@ __all__ = [
     "TensorInput",
     "TensorSpec",
     "TextInput",
+    "VersionState",
 ]
 
 _STRUCT_OPTIONS: Final[dict[str, Any]] = {"frozen": True, "kw_only": True, "tag_field": "type"}
@@ -159,3 +163,37 @@ class RoutePolicy(msgspec.Struct, tag="route_policy", **_STRUCT_OPTIONS):
     weights: dict[str, float] = {}
     shadow_version: str = ""
     shadow_fraction: float = 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# Model control (operators → router, request/reply on ``natriton.v1.control.models``)
+# --------------------------------------------------------------------------------------------
+class ModelControl(msgspec.Struct, tag="model_control", **_STRUCT_OPTIONS):
+    """Load (or reload, picking up new versions) or unload one model in Triton's repository (explicit mode)."""
+
+    action: Literal["load", "unload"]
+    model: str
+
+
+class VersionState(msgspec.Struct, frozen=True, kw_only=True):
+    """One version of a model as Triton's repository index reports it."""
+
+    version: str
+    state: str
+    """Triton's state: ``READY``, ``UNAVAILABLE``, ``LOADING``, ``UNLOADING``."""
+    reason: str = ""
+
+
+class ModelControlReply(msgspec.Struct, tag="model_control_reply", **_STRUCT_OPTIONS):
+    """What a model-control action did: the model's versions in Triton and in the catalog afterwards."""
+
+    action: str
+    model: str
+    message: str
+    ready_versions: tuple[str, ...] = ()
+    """The versions the catalog lists now (empty: the model is not in the catalog)."""
+    states: tuple[VersionState, ...] = ()
+
+
+ModelControlAnswer: TypeAlias = ModelControlReply | ErrorReply
+"""The answer on ``natriton.v1.control.models``: the outcome, or a typed error."""

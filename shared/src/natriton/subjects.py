@@ -20,6 +20,8 @@ ROUTE: Final = f"{PREFIX}.internal.route"
 POSTPROCESS: Final = f"{PREFIX}.internal.postprocess"
 REPLIES_PREFIX: Final = f"{PREFIX}.internal.replies"
 """Each ingest instance listens on ``<prefix>.<instance id>`` for the answers to the requests it accepted."""
+CONTROL_MODELS: Final = f"{PREFIX}.control.models"
+"""Router request/reply endpoint (every copy, one queue group): load or unload a model in Triton (explicit mode)."""
 
 MODELS_BUCKET: Final = "natriton_models"
 """NATS KV bucket with one :class:`natriton.messages.ModelInfo` per model (JSON), written by the router."""

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import Counter
 from typing import Any
 
@@ -18,11 +19,13 @@ from natriton import headers, subjects
 from natriton.catalog import RouteTable, open_bucket, open_model_files, publish_model, publish_model_file
 from natriton.errors import ErrorCode, MeshError, invalid_argument
 from natriton.messages import Codec, InferTask, ModelInfo, PostprocessTask, Tensor
+from natriton.metrics import LatencyHistogram, Metric, add_latency, counter, gauge, histogram, sizes_histogram
 from natriton.pipeline import decode_task, next_hop_headers, serve_stage
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton.subjects import MODELS_BUCKET
 from natriton.tensors import check_against_specs
 from natriton_router.batching import Arrays, BatchResult, Limits, ModelBatcher
+from natriton_router.control import ModelControlEndpoint, catalog_keys
 from natriton_router.logic import CircuitBreaker, choose_version, outputs_agree, shadow_version_for
 from natriton_router.settings import Settings
 from natriton_router.triton import TritonGateway
@@ -30,6 +33,8 @@ from natriton_router.triton import TritonGateway
 log = logging.getLogger(__name__)
 TASKS: Codec[InferTask] = Codec(InferTask)
 OUT: Codec[PostprocessTask] = Codec(PostprocessTask)
+BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+"""``natriton_router_breaker_state``: 0 closed, 1 half-open, 2 open."""
 
 
 class RouterApp:
@@ -47,6 +52,11 @@ class RouterApp:
         self._shadow_in_flight = 0
         self._rng = random.Random()
         self._refresher: asyncio.Task[None] | None = None
+        self._catalog_lock = asyncio.Lock()
+        self._catalog_pruned = False
+        self.triton_latency: dict[tuple[str, str], LatencyHistogram] = {}
+        self.triton_reachable = True
+        """Whether the latest catalog refresh reached Triton (``/readyz``)."""
 
     async def start(self) -> None:
         await self.triton.wait_ready(self.settings.triton_ready_timeout_s)
@@ -54,7 +64,10 @@ class RouterApp:
         await self.routes.start(self.runtime.nc)
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
         self.runtime.stats_extension = self.stats
+        self.runtime.metrics_extension = self.metrics
+        self.runtime.readiness_checks.append(self.not_ready_reason)
         await serve_stage(self.runtime, "route", subjects.ROUTE, self.handle)
+        await ModelControlEndpoint(self.runtime, self.triton, self.refresh_catalog, self.ready_versions).start()
 
     async def stop(self) -> None:
         if self._refresher is not None:
@@ -68,9 +81,27 @@ class RouterApp:
 
     # ------------------------------------------------------------------ catalog
     async def refresh_catalog(self) -> None:
-        """Read the models from Triton and publish changed ones (and the files they need) to the catalog."""
+        """Read the models from Triton, publish changed ones (and the files they need) to the catalog and delete
+        the entries of models no longer ready (unloaded, removed)."""
+        async with self._catalog_lock:
+            await self._refresh_catalog()
+
+    def ready_versions(self, model: str) -> tuple[str, ...]:
+        """The versions of ``model`` the catalog lists now (empty when it is not there)."""
+        info = self.models.get(model)
+        return info.versions if info is not None and not info.problem else ()
+
+    async def _refresh_catalog(self) -> None:
         models = await self.triton.read_catalog(self.settings.model_repository)
         kv = await open_bucket(self.runtime.nc, MODELS_BUCKET, create=True)
+        current = {m.name for m, _ in models}
+        gone = set(self.models) - current
+        if not self._catalog_pruned:  # at start: entries left by models unloaded while no router ran
+            gone |= set(await catalog_keys(kv)) - current
+        for name in sorted(gone):
+            await kv.delete(name)
+            log.info("catalog: %s is no longer served; entry deleted", name)
+        self._catalog_pruned = True
         for info, files in models:
             if self.models.get(info.name) == info:
                 continue
@@ -84,6 +115,7 @@ class RouterApp:
             else:
                 log.info("catalog: %s versions %s kind %s", info.name, list(info.versions), info.task)
         self.models = {m.name: m for m, _ in models}
+        self.triton_reachable = True
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -91,6 +123,7 @@ class RouterApp:
             try:
                 await self.refresh_catalog()
             except Exception as exc:  # Triton briefly away: keep the last catalog
+                self.triton_reachable = False
                 log.warning("catalog refresh failed: %s", exc)
 
     # ------------------------------------------------------------------ request path
@@ -202,10 +235,13 @@ class RouterApp:
     ) -> Arrays:
         """One batch through Triton: retries with backoff on transient errors, within the earliest deadline."""
         breaker = self.breaker(model)
+        latency = self.triton_latency.get((model, version))
+        if latency is None:
+            latency = self.triton_latency[(model, version)] = LatencyHistogram()
         delay_s = self.settings.retry_backoff_ms / 1000
         for attempt in range(self.settings.triton_retries + 1):
             try:
-                outputs = await self.triton.infer(model, version, inputs, output_names)
+                outputs = await self._call_triton(latency, model, version, inputs, output_names)
             except MeshError as exc:
                 if exc.code == ErrorCode.DEADLINE_EXCEEDED:
                     breaker.record_failure()  # Triton did not answer in time: its problem, not the request's
@@ -225,6 +261,62 @@ class RouterApp:
                 breaker.record_success()
                 return outputs
         raise AssertionError("unreachable")
+
+    async def _call_triton(
+        self, latency: LatencyHistogram, model: str, version: str, inputs: Arrays, output_names: tuple[str, ...]
+    ) -> Arrays:
+        started = time.perf_counter_ns()
+        try:
+            return await self.triton.infer(model, version, inputs, output_names)
+        finally:
+            latency.observe_ns(time.perf_counter_ns() - started)
+
+    def not_ready_reason(self) -> str:
+        """Why this router should get no traffic ('' when it should): Triton unreachable at the latest catalog
+        refresh, or every circuit breaker open."""
+        if not self.triton_reachable:
+            return "Triton unreachable (the latest catalog refresh failed)"
+        if self.breakers and all(b.state == "open" for b in self.breakers.values()):
+            return "Triton failing: every circuit breaker is open"
+        return ""
+
+    def metrics(self) -> list[Metric]:
+        """Batching, admission, Triton, breaker and shadow metrics for ``/metrics``, from the numbers kept anyway."""
+        mv = ("model", "version")
+        queued = gauge("natriton_router_queue_depth", "Requests waiting for a batch.", mv)
+        in_flight = gauge("natriton_router_in_flight", "Requests waiting for a batch or executing.", mv)
+        sizes = histogram("natriton_router_batch_size", "Items per batch sent to Triton.", mv)
+        rejected = counter("natriton_router_rejected", "Requests refused as overloaded (admission limits).", mv)
+        expired = counter("natriton_router_expired", "Requests whose deadline passed while queued.", mv)
+        for (model, version), batcher in self.batchers.items():
+            values = (model, version)
+            queued.add_metric(values, batcher.queued)
+            in_flight.add_metric(values, batcher.in_flight)
+            total = float(sum(size * n for size, n in batcher.batch_sizes.items()))
+            sizes.add_metric(list(values), sizes_histogram(batcher.batch_sizes), total)
+            rejected.add_metric(values, batcher.rejected)
+            expired.add_metric(values, batcher.expired)
+        triton = histogram("natriton_triton_call_seconds", "Duration of each Triton inference call (attempt).", mv)
+        for values, latency in self.triton_latency.items():
+            add_latency(triton, values, latency)
+        state = gauge("natriton_router_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.", ["model"])
+        opened = counter("natriton_router_breaker_opened", "Times a model's circuit breaker opened.", ["model"])
+        for model, breaker in self.breakers.items():
+            state.add_metric([model], BREAKER_STATE_VALUES[breaker.state])
+            opened.add_metric([model], breaker.times_opened)
+        shadow = counter(
+            "natriton_router_shadow",
+            "Shadow comparisons by outcome: agree, disagree, skipped, error_<code>.",
+            (*mv, "outcome"),
+        )
+        for key, counts in self.shadow.items():
+            model, _, version = key.rpartition(":")
+            for outcome, n in sorted(counts.items()):
+                if outcome != "requests":
+                    shadow.add_metric((model, version, outcome), n)
+        reachable = gauge("natriton_router_triton_reachable", "1 when the latest catalog refresh reached Triton.", [])
+        reachable.add_metric([], 1 if self.triton_reachable else 0)
+        return [queued, in_flight, sizes, rejected, expired, triton, state, opened, shadow, reachable]
 
     def stats(self) -> dict[str, Any]:
         """Batching, admission, breaker and shadow numbers for ``$SRV.STATS``."""

@@ -21,13 +21,23 @@ from natriton_router.logic import error_from_triton, model_info_from_triton
 log = logging.getLogger(__name__)
 
 
+class TritonControlError(Exception):
+    """Triton refused a repository (load/unload) request; ``status`` is the gRPC ``StatusCode.X``."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
 class TritonGateway:
     """Wraps ``tritonclient.grpc.aio`` with typed errors and catalog helpers."""
 
-    def __init__(self, url: str, *, timeout_s: float) -> None:
+    def __init__(self, url: str, *, timeout_s: float, load_timeout_s: float = 120.0) -> None:
         self.url = url
         self._client = grpcclient.InferenceServerClient(url=url)
         self._timeout_s = timeout_s
+        self._load_timeout_s = load_timeout_s
 
     async def wait_ready(self, timeout_s: float) -> None:
         """Wait until Triton reports ready; raise TimeoutError after ``timeout_s``."""
@@ -74,6 +84,25 @@ class TritonGateway:
         except InferenceServerException as exc:
             raise error_from_triton(exc.status(), exc.message() or str(exc)) from exc
         return {n: result.as_numpy(n) for n in output_names}
+
+    async def load_model(self, model: str) -> None:
+        """Load (or reload, picking up added or removed versions) ``model`` from Triton's repository."""
+        try:
+            await self._client.load_model(model, client_timeout=self._load_timeout_s)
+        except InferenceServerException as exc:
+            raise TritonControlError(exc.status() or "", exc.message() or str(exc)) from exc
+
+    async def unload_model(self, model: str) -> None:
+        """Unload every version of ``model``."""
+        try:
+            await self._client.unload_model(model, client_timeout=self._load_timeout_s)
+        except InferenceServerException as exc:
+            raise TritonControlError(exc.status() or "", exc.message() or str(exc)) from exc
+
+    async def repository_index(self) -> list[dict[str, Any]]:
+        """Every model version in Triton's repository (loaded or not): name, version, state, reason."""
+        index: dict[str, Any] = await self._client.get_model_repository_index(as_json=True)
+        return list(index.get("models", []))
 
     async def close(self) -> None:
         """Close the gRPC channel."""

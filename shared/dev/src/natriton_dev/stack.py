@@ -31,7 +31,11 @@ DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
 
 
 class LocalStack:
-    """Starts everything in dependency order, stops it in reverse; nothing is left behind."""
+    """Starts everything in dependency order, stops it in reverse; nothing is left behind.
+
+    ``model_control_mode="explicit"`` lets ``natriton models load|unload`` change the models Triton serves at run
+    time; ``load_models`` are loaded at start (``*``: all of them).
+    """
 
     def __init__(
         self,
@@ -41,12 +45,16 @@ class LocalStack:
         service_env: dict[str, str] | None = None,
         copies: dict[str, int] | None = None,
         with_services: bool = True,
+        model_control_mode: str = "",
+        load_models: tuple[str, ...] = ("*",),
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.nats = NatsServer(self.workdir / "nats")
         self.redis = RedisServer(self.workdir / "redis")
-        self.triton = TritonServer(model_repository, self.workdir / "triton")
+        self.triton = TritonServer(
+            model_repository, self.workdir / "triton", model_control_mode=model_control_mode, load_models=load_models
+        )
         self.service_env = dict(service_env or {})
         self.copies = {s: 1 for s in SERVICES} | dict(copies or {})
         self.with_services = with_services
@@ -131,6 +139,10 @@ class LocalStack:
             "workdir": str(self.workdir),
             "pids": self.pids(),
         }
+
+    def metrics_urls(self) -> dict[str, str]:
+        """Base URL of every service copy's ``/metrics``, ``/healthz`` and ``/readyz`` (each its own port)."""
+        return {p.name: p.metrics_url for p in self.services if p.metrics_url}
 
     def service(self, name: str, copy: int = 0) -> ServiceProcess:
         """One running service process."""

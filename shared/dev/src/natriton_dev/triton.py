@@ -123,6 +123,8 @@ class TritonServer(ManagedProcess):
         ready_timeout: float = 120.0,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        model_control_mode: str = "",
+        load_models: Sequence[str] = (),
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         taken = {p for p in (http_port, grpc_port, metrics_port) if p}
@@ -131,6 +133,10 @@ class TritonServer(ManagedProcess):
         self.metrics_port = metrics_port or _distinct_free_port(taken)
         self.ready_timeout = ready_timeout
         self.extra_args = list(extra_args)
+        self.model_control_mode = model_control_mode
+        """``explicit`` lets the repository API load and unload models; empty: Triton's default (``none``)."""
+        self.load_models = list(load_models)
+        """In explicit mode, the models loaded at start (``*``: all of them)."""
         self._base_env = dict(env) if env is not None else dict(os.environ)
         # A prefix unique to this server (it still starts with SHM_PREFIX) keeps its regions apart from others'.
         self.shm_prefix = f"{SHM_PREFIX}natriton_{os.getpid()}_{secrets.token_hex(4)}_"
@@ -189,8 +195,18 @@ class TritonServer(ManagedProcess):
             "--allow-gpu-metrics=false",
             "--exit-on-error=true",
             "--log-verbose=0",
+            *self.control_args(),
             *self.extra_args,
         ]
+
+    def control_args(self) -> list[str]:
+        """``--model-control-mode`` and ``--load-model`` arguments from the settings above."""
+        if not self.model_control_mode:
+            return []
+        args = [f"--model-control-mode={self.model_control_mode}"]
+        if self.model_control_mode == "explicit":
+            args += [f"--load-model={m}" for m in self.load_models]
+        return args
 
     def is_ready(self) -> bool:
         """Whether ``GET /v2/health/ready`` answers 200 right now."""

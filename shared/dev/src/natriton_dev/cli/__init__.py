@@ -4,6 +4,7 @@
     natriton down                     stop a detached local stack
     natriton status                   services, models, NATS, Redis, Triton: is the mesh up?
     natriton models [NAME]            the model catalog
+    natriton models load|unload NAME  model hot reload (Triton in explicit model-control mode)
     natriton infer FILE|TEXT -m M     one request, the answer shown nicely
     natriton routes ls|set|clear      routing policies (A/B, canary, shadow)
     natriton trace REQUEST_ID         a request's hops as a tree of spans
@@ -34,7 +35,7 @@ app = typer.Typer(
 app.command("up", epilog=EXIT_CODES_HELP)(local.up_command)
 app.command("down", epilog=EXIT_CODES_HELP)(local.down_command)
 app.command("status", epilog=EXIT_CODES_HELP)(status.status_command)
-app.command("models", epilog=EXIT_CODES_HELP)(models.models_command)
+app.add_typer(models.app, name="models", epilog=EXIT_CODES_HELP)
 app.command("infer", epilog=EXIT_CODES_HELP)(infer.infer_command)
 app.add_typer(routes.app, name="routes", epilog=EXIT_CODES_HELP)
 app.command("trace", epilog=EXIT_CODES_HELP)(trace.trace_command)

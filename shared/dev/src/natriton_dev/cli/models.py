@@ -1,15 +1,28 @@
-"""``natriton models``: the model catalog the router publishes to the NATS KV bucket ``natriton_models``."""
+"""``natriton models``: the model catalog the router publishes to the NATS KV bucket ``natriton_models``, and
+model hot reload.
+
+    natriton models [NAME]            the catalog (``natriton models show [NAME]``)
+    natriton models load NAME         load (or reload: new versions appear) a model in Triton, no restarts
+    natriton models unload NAME       unload it: it leaves the catalog
+
+Load and unload go to the router's control endpoint ``natriton.v1.control.models``; Triton must run with
+``--model-control-mode=explicit``.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
+import msgspec
 import typer
 from rich.text import Text
+from typer.core import TyperGroup
 
 from natriton_dev.cli.common import (
     DEFAULT_CONNECT_TIMEOUT_S,
+    ERROR_EXIT_CODES,
     EXIT_FAILED,
+    EXIT_NO_ANSWER,
     CliError,
     ConnectTimeoutOption,
     JsonOption,
@@ -19,14 +32,40 @@ from natriton_dev.cli.common import (
     VerboseOption,
     close_quietly,
     connect_nats,
+    plain,
     reported,
     resolve_nats_url,
     run,
+    shown_url,
 )
 from natriton_dev.cli.kv import model_kind, no_catalog_message, read_catalog, tensor_text
 
 GENERIC_FIELDS = ("name", "versions", "task", "max_batch_size", "inputs", "outputs", "problem")
 """Shown as columns; every other field of a catalog entry is shown by ``natriton models NAME``."""
+DEFAULT_CONTROL_TIMEOUT_S = 120.0
+"""How long ``load``/``unload`` wait for the router (loading a big model takes a while)."""
+
+
+class ModelsGroup(TyperGroup):
+    """``natriton models [NAME] [options]`` is ``natriton models show [NAME] [options]``: the listing stays the
+    default, ``load`` and ``unload`` are subcommands (a model named like one: ``natriton models show load``)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # Any: typer vendors its own click
+        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    name="models",
+    cls=ModelsGroup,
+    help="The model catalog (natriton models [NAME]) and model hot reload (natriton models load|unload NAME).",
+    no_args_is_help=False,
+)
+ModelArgument = Annotated[str, typer.Argument(help="The model (a directory of Triton's model repository).")]
+ControlTimeoutOption = Annotated[
+    float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the router to finish.")
+]
 
 
 def models_command(
@@ -64,6 +103,89 @@ def models_command(
             out.print(model_details(models[0]))
         else:
             out.print(models_table(models))
+
+
+app.command("show")(models_command)
+
+
+@app.command("load")
+def load_command(
+    name: ModelArgument,
+    nats_url: NatsUrlOption = None,
+    connect_timeout: ConnectTimeoutOption = DEFAULT_CONNECT_TIMEOUT_S,
+    timeout_s: ControlTimeoutOption = DEFAULT_CONTROL_TIMEOUT_S,
+    json_output: JsonOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Load a model in Triton (or reload it: versions added to its directory appear) and publish it to the catalog.
+
+    Needs Triton with --model-control-mode=explicit. No service restarts.
+
+    JSON: {"ok", "nats_url", "action", "model", "message", "ready_versions", "states": [{version, state, reason}]}.
+    """
+    control("load", name, nats_url, connect_timeout, timeout_s, json_output, verbose)
+
+
+@app.command("unload")
+def unload_command(
+    name: ModelArgument,
+    nats_url: NatsUrlOption = None,
+    connect_timeout: ConnectTimeoutOption = DEFAULT_CONNECT_TIMEOUT_S,
+    timeout_s: ControlTimeoutOption = DEFAULT_CONTROL_TIMEOUT_S,
+    json_output: JsonOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Unload every version of a model from Triton; its catalog entry is deleted (requests get not_found).
+
+    JSON: as for load.
+    """
+    control("unload", name, nats_url, connect_timeout, timeout_s, json_output, verbose)
+
+
+def control(
+    action: str, name: str, nats_url: str | None, connect_timeout: float, timeout_s: float, json: bool, verbose: bool
+) -> None:
+    """Ask a router to load or unload ``name`` and report the outcome (typed errors exit 10-16)."""
+    from natriton.messages import ErrorReply
+
+    out = Output(json_mode=json, verbose=verbose)
+    with reported(out):
+        resolved = resolve_nats_url(nats_url)
+        out.note(f"NATS {resolved.describe()}")
+        answer = run(_control(resolved.url, connect_timeout, timeout_s, action, name))
+        if isinstance(answer, ErrorReply):
+            raise CliError(f"{answer.code.value}: {answer.message}", ERROR_EXIT_CODES.get(answer.code, EXIT_FAILED))
+        document = plain(answer)
+        document.pop("type", None)
+        out.emit({"ok": True, "nats_url": resolved.url, **document})
+        out.print(answer.message)
+        for state in answer.states:
+            out.print(f"  version {state.version}: {state.state}" + (f" ({state.reason})" if state.reason else ""))
+
+
+async def _control(url: str, connect_timeout: float, timeout_s: float, action: str, name: str) -> Any:
+    import nats.errors
+
+    from natriton.messages import Codec, ModelControl, ModelControlAnswer
+    from natriton.subjects import CONTROL_MODELS
+
+    request = Codec(ModelControl).encode(ModelControl(action=action, model=name))  # type: ignore[arg-type]
+    nc = await connect_nats(url, connect_timeout, name="natriton-models")
+    try:
+        msg = await nc.request(CONTROL_MODELS, request, timeout=timeout_s)
+    except nats.errors.NoRespondersError:
+        raise CliError(
+            f"nothing answers on {CONTROL_MODELS} at {shown_url(url)} (is the router running?)", EXIT_NO_ANSWER
+        ) from None
+    except nats.errors.TimeoutError:
+        raise CliError(f"no answer from the router within {timeout_s:g} s", EXIT_NO_ANSWER) from None
+    finally:
+        await close_quietly(nc)
+    codec: Codec[ModelControlAnswer] = Codec(ModelControlAnswer)
+    try:
+        return codec.decode(msg.data, json=msg.data[:1] == b"{")
+    except msgspec.MsgspecError as exc:
+        raise CliError(f"the answer does not decode: {exc}", EXIT_NO_ANSWER) from None
 
 
 async def _read(url: str, connect_timeout: float) -> list[dict[str, Any]] | None:
