@@ -20,7 +20,7 @@ ASYNCAPI_SPECS := $(VENV)/asyncapi-specs
 TORCH := torch==2.13.0+cpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: help prereqs venv servers models demo test test-unit test-integration lint format up bench bench-runtime clean contract contract-check asyncapi-specs
+.PHONY: help prereqs venv servers models demo test test-unit test-integration lint format up bench bench-runtime clean contract contract-check asyncapi-specs compose-check
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ contract: venv  ## regenerate docs/schemas/*.json and docs/asyncapi.yaml from th
 
 contract-check: venv  ## fail when docs/schemas/ or docs/asyncapi.yaml differ from what the code generates
 	$(PY) -m natriton_dev.contract --check
+
+compose-check: servers  ## docker-compose.yml (compose spec), its nats/redis configs (real servers), Dockerfiles (hadolint)
+	$(PY) -m pytest tests/contract/test_compose_contract.py tests/contract/test_compose_runtime_config.py tests/contract/test_deploy_lint.py $(PYTEST_ARGS)
 
 asyncapi-specs: $(ASYNCAPI_SPECS)/.version-$(ASYNCAPI_SPECS_VERSION)  ## AsyncAPI 3.0.0 JSON Schema (npm) for the contract tests
 

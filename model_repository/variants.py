@@ -14,6 +14,8 @@ only in how the model is executed, never in what the mesh reads (name, ``max_bat
   python backend's padding is not there). Other models (``noop``: numpy in ``model.py``) keep the python backend on
   ``KIND_CPU``.
 - ``gpu_tensorrt``: ``gpu`` plus onnxruntime's TensorRT execution provider in FP16 (an option, not the default).
+- ``cpu``: as ``gpu`` but on ``KIND_CPU``: the NGC image (native onnxruntime backend) on a host without a GPU
+  (the compose ``cpu`` profile).
 - ``gpu_python``: the python backend (``onnx_model.py``) with ``KIND_GPU`` instances, for a GPU host serving with
   the pip-installed Triton (python backend only) and ``onnxruntime-gpu``: ``onnx_model.py`` picks onnxruntime's CUDA
   provider on the instance's GPU. Models without an ONNX file stay on ``KIND_CPU``.
@@ -37,12 +39,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent
 CONFIG = "config.pbtxt"
 CONFIGS_DIR = "configs"
-VARIANTS = ("gpu", "gpu_tensorrt", "gpu_python")
+VARIANTS = ("gpu", "gpu_tensorrt", "gpu_python", "cpu")
 """Names passed to ``tritonserver --model-config-name=``."""
 PYTHON_ONLY_PARAMETERS = frozenset({"onnx.intra_op_threads"})
 """Parameters only ``onnx_model.py`` reads; the native onnxruntime backend has its own."""
 
 _GPU_INSTANCES = ["instance_group [", "  {", "    count: 1", "    kind: KIND_GPU", "  }", "]"]
+_CPU_INSTANCES = ["instance_group [", "  {", "    count: 1", "    kind: KIND_CPU", "  }", "]"]
 _TENSORRT = [
     "optimization {",
     "  execution_accelerators {",
@@ -62,6 +65,10 @@ _DESCRIPTIONS = {
     ("gpu", True): "Triton's native onnxruntime backend on KIND_GPU (production, `--model-config-name=gpu`).",
     ("gpu_tensorrt", True): (
         "gpu plus onnxruntime's TensorRT execution provider in FP16\n# (`--model-config-name=gpu_tensorrt`)."
+    ),
+    ("cpu", True): (
+        "Triton's native onnxruntime backend on KIND_CPU (the NGC image on a host without a GPU,\n"
+        "# `--model-config-name=cpu`: the compose `cpu` profile)."
     ),
     ("gpu_python", True): (
         "the python backend (onnx_model.py, CUDA provider when onnxruntime-gpu is installed) on KIND_GPU\n"
@@ -151,9 +158,10 @@ def render(model_dir: Path, variant: str) -> str:
     onnx = has_onnx(model_dir)
 
     transforms: dict[str, Callable[[list[str]], list[str]]] = {}
-    if onnx and variant in ("gpu", "gpu_tensorrt"):
+    if onnx and variant in ("gpu", "gpu_tensorrt", "cpu"):
+        instances = _CPU_INSTANCES if variant == "cpu" else _GPU_INSTANCES
         transforms["backend"] = lambda _: ['backend: "onnxruntime"', 'default_model_filename: "model.onnx"']
-        transforms["instance_group"] = lambda _: list(_GPU_INSTANCES)
+        transforms["instance_group"] = lambda _: list(instances)
         transforms["parameters"] = lambda lines: [] if _parameter_key(lines) in PYTHON_ONLY_PARAMETERS else lines
         transforms["input"] = lambda lines: [ln for ln in lines if not _RAGGED.fullmatch(ln)]
     elif onnx:  # gpu_python: the python backend as config.pbtxt, on GPU instances

@@ -50,7 +50,7 @@ export_common = _load("export_common")
 
 MODELS = [p.parent for p in CONFIGS]
 CASES = [(m, v) for m in MODELS for v in variants.VARIANTS]
-NATIVE = ("gpu", "gpu_tensorrt")
+NATIVE = ("gpu", "gpu_tensorrt", "cpu")
 """Variants that serve ONNX models with Triton's onnxruntime backend."""
 TENSORRT = [{"name": "tensorrt", "parameters": {"precision_mode": "FP16"}}]
 
@@ -69,7 +69,7 @@ def expected_variant(source: dict[str, Any], variant: str, onnx: bool) -> dict[s
     config = deepcopy(source)
     if not onnx:  # noop: the python backend on CPU in every variant
         return config
-    config["instance_group"] = [{"count": 1, "kind": "KIND_GPU"}]
+    config["instance_group"] = [{"count": 1, "kind": "KIND_CPU" if variant == "cpu" else "KIND_GPU"}]
     if variant in NATIVE:
         config["backend"] = "onnxruntime"
         config["default_model_filename"] = "model.onnx"
@@ -93,7 +93,7 @@ def natriton_parameters(config: dict[str, Any]) -> dict[str, Any]:
 # every variant of every model
 # ------------------------------------------------------------------------------------------------
 def test_every_model_has_every_variant_and_nothing_else() -> None:
-    assert variants.VARIANTS == ("gpu", "gpu_tensorrt", "gpu_python")
+    assert variants.VARIANTS == ("gpu", "gpu_tensorrt", "gpu_python", "cpu")
     for model_dir in MODELS:
         assert sorted(p.name for p in (model_dir / "configs").iterdir()) == sorted(
             f"{v}.pbtxt" for v in variants.VARIANTS
@@ -143,6 +143,16 @@ def test_gpu_variant_serves_onnx_natively_on_the_gpu(model_dir: Path) -> None:
         assert config["backend"] == "python"
         assert config["instance_group"] == [{"count": 1, "kind": "KIND_CPU"}]
         assert (model_dir / "1" / "model.py").is_file()
+
+
+@pytest.mark.parametrize("model_dir", MODELS, ids=lambda m: m.name)
+def test_cpu_variant_is_gpu_on_cpu_instances(model_dir: Path) -> None:
+    """The NGC image on a host without a GPU (compose `cpu` profile): the same native backend, CPU instances."""
+    gpu = triton_json_config(variant_path(model_dir, "gpu"))
+    cpu = triton_json_config(variant_path(model_dir, "cpu"))
+    assert cpu.pop("instance_group") == [{"count": 1, "kind": "KIND_CPU"}]
+    gpu.pop("instance_group")
+    assert cpu == gpu
 
 
 @pytest.mark.parametrize("model_dir", MODELS, ids=lambda m: m.name)
