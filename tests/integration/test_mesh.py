@@ -16,7 +16,7 @@ from PIL import Image
 from natriton.messages import Classification, InferResponse, Reply
 from natriton.tensors import to_tensor
 from natriton_client.aio import MeshClient
-from natriton_dev.otlp import OtlpSink
+from natriton_dev.otlp import OtlpSink, ReceivedSpan
 from natriton_dev.stack import LocalStack
 from tests.integration.conftest import triton_inference_count
 
@@ -131,6 +131,30 @@ async def test_one_trace_spans_all_four_services(
     for span in spans:
         if span.service != "natriton-ingest":
             assert span.parent_span_id in ids, f"{span.name} is not a child of a span of this trace"
+    # messaging semantic conventions: each hop processes a message, each hand-off is a send span
+    processed = [s for s in spans if attribute(s, "messaging.operation.type") == "process"]
+    assert wanted <= {s.service for s in processed}, processed
+    for span in processed:
+        assert attribute(span, "messaging.system") == "nats"
+        assert attribute(span, "messaging.operation.name") == "process"
+        assert attribute(span, "messaging.destination.name").startswith("natriton.")
+        assert attribute(span, "messaging.consumer.group.name").startswith("natriton")
+        assert int(attribute(span, "messaging.message.body.size")) > 0
+        assert "error.type" not in span.attributes
+    sent = {s.span_id: s for s in spans if attribute(s, "messaging.operation.type") == "send"}
+    assert {"natriton-ingest", "natriton-preprocess", "natriton-router"} <= {s.service for s in sent.values()}
+    for span in processed:
+        if span.service != "natriton-ingest":
+            parent = sent.get(span.parent_span_id)
+            assert parent is not None, f"{span.name} is not a child of a send span"
+            assert attribute(parent, "messaging.destination.name") == attribute(span, "messaging.destination.name")
+
+
+def attribute(span: ReceivedSpan, key: str) -> str:
+    """A span attribute's value as text ('' when absent); the sink keeps each as its protobuf text form."""
+    raw = span.attributes.get(key, "").strip()
+    _, _, value = raw.partition(": ")
+    return value.strip('"')
 
 
 async def test_services_are_discoverable_with_nats_micro(nc: NATS, client: MeshClient) -> None:

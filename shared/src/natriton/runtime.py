@@ -4,7 +4,9 @@ What it gives a service (see docs/decisions/0001-service-runtime.md for why it i
 - one NATS connection with reconnect, optional credentials, a recognisable client name;
 - endpoints in a queue group, each message handled in its own task, at most ``max_concurrency`` at once
   (further messages wait in the subscription, or are answered at once by ``on_overload``);
-- one OpenTelemetry span per message, the parent taken from the ``traceparent`` header;
+- one OpenTelemetry span per message (``CONSUMER``, messaging ``process`` attributes), the parent taken from the
+  ``traceparent`` header, and a ``PRODUCER`` ``send`` span per traced publish when sampled;
+- the request's ids (request, mesh) bound for log lines while its handler runs (see natriton.logs);
 - typed errors: a handler raises :class:`~natriton.errors.MeshError` and its ``on_error`` replies;
 - the NATS micro v1 protocol (``$SRV.PING``, ``$SRV.INFO``, ``$SRV.STATS``; plain, ``.<name>`` and
   ``.<name>.<id>``), answered by the runtime itself so that the numbers are truthful (see below);
@@ -40,10 +42,12 @@ from nats.nuid import NUID
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
+from natriton import headers as h
 from natriton.errors import ErrorCode, MeshError
+from natriton.logs import bind_request, unbind_request
 from natriton.metrics import LatencyHistogram, MetricsSource, ReadinessCheck, first_reason
 from natriton.settings import CommonSettings
-from natriton.telemetry import hop_span, mark_error, setup_tracing
+from natriton.telemetry import TRACEPARENT, hop_span, mark_error, process_attributes, send_span, setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -230,15 +234,20 @@ class _Endpoint:
 
     async def _run(self, inbound: Inbound) -> None:
         started = time.perf_counter_ns()
+        ids = bind_request(inbound.headers.get(h.REQUEST_ID, ""), inbound.headers.get(h.MESH_ID, ""))
         try:
             if self.traced:
-                with hop_span(self.runtime.tracer, f"{self.runtime.name} {self.name}", inbound.headers) as span:
-                    span.set_attribute("messaging.system", "nats")
-                    span.set_attribute("messaging.destination.name", inbound.subject)
+                attributes = process_attributes(inbound.subject, self.queue_group, len(inbound.data))
+                with hop_span(
+                    self.runtime.tracer, f"{self.runtime.name} {self.name}", inbound.headers, attributes=attributes
+                ) as span:
                     try:
                         await self.handler(inbound)
                     except MeshError as exc:
                         mark_error(span, exc.code.value, exc.message)
+                        raise
+                    except Exception:
+                        span.set_attribute("error.type", ErrorCode.INTERNAL.value)
                         raise
             else:
                 await self.handler(inbound)
@@ -254,6 +263,7 @@ class _Endpoint:
             self.counters.busy_ns += elapsed_ns
             self.counters.latency.observe_ns(elapsed_ns)
             self.slots.release()
+            unbind_request(ids)
 
     async def _fail(self, inbound: Inbound, error: MeshError) -> None:
         self.counters.failed += 1
@@ -396,7 +406,15 @@ class ServiceRuntime:
         return subscription
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
-        """Publish one message (buffered; nats-py flushes in the background)."""
+        """Publish one message (buffered; nats-py flushes in the background).
+
+        When ``headers`` carry ``traceparent`` and the current span is sampled, the publish gets its own
+        ``PRODUCER`` ``send`` span and ``traceparent`` is rewritten (in a copy) to name it.
+        """
+        if headers is not None and TRACEPARENT in headers:
+            with send_span(self.tracer, subject, headers, len(payload)) as sent:
+                await self.nc.publish(subject, payload, headers=sent)
+            return
         await self.nc.publish(subject, payload, headers=headers)
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

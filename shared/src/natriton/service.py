@@ -126,7 +126,7 @@ def run_service(
         for field, value in describe(settings).items():
             print(f"{PREFIX}{field.upper()}={value}")
         return
-    log = configure_logging(name, settings.log_level)
+    log = configure_logging(name, settings.log_level, settings.log_format, settings.instance_id)
     log.info("starting with settings %s", describe(settings))
     uvloop.run(_serve(name, version, settings, build_app, log))
 

@@ -42,6 +42,8 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Redis holding the result cache (ingest reads it, postprocess writes it); may carry a password."""
     log_level: str = "INFO"
     """Python logging level: DEBUG, INFO, WARNING or ERROR."""
+    log_format: str = "json"
+    """Log lines as ``json`` (one object a line, with trace and request ids; for log collectors) or ``text``."""
     instance_id: str = ""
     """Unique name of this copy of the service; generated when empty."""
     max_concurrency: int = 256
@@ -58,6 +60,8 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("max_concurrency must be >= 1")
         if self.drain_timeout_s < 0:
             raise ValueError("drain_timeout_s must be >= 0")
+        if self.log_format not in ("json", "text"):
+            raise ValueError("log_format must be json or text")
         if not 0 <= self.metrics_port <= 65535:
             raise ValueError("metrics_port must be between 0 (off) and 65535")
 

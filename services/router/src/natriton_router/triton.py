@@ -15,6 +15,7 @@ from tritonclient.utils import InferenceServerException
 
 from natriton.messages import ModelInfo
 from natriton.profiles import ModelFile, ReadFile
+from natriton.telemetry import inject
 from natriton.tensors import NUMPY_TO_TRITON
 from natriton_router.logic import error_from_triton, model_info_from_triton
 
@@ -70,16 +71,27 @@ class TritonGateway:
     async def infer(
         self, model: str, version: str, inputs: dict[str, np.ndarray[Any, Any]], output_names: tuple[str, ...]
     ) -> dict[str, np.ndarray[Any, Any]]:
-        """One (batched) inference; Triton errors become typed MeshErrors."""
+        """One (batched) inference; Triton errors become typed MeshErrors.
+
+        The current span (the batch's) goes along as gRPC metadata ``traceparent``, so that a Triton started with
+        ``--trace-config mode=opentelemetry`` puts its own spans in the batch's trace.
+        """
         request_inputs = []
         for name, array in inputs.items():
             tensor = InferInput(name, list(array.shape), NUMPY_TO_TRITON[array.dtype])
             tensor.set_data_from_numpy(array)
             request_inputs.append(tensor)
         outputs = [InferRequestedOutput(n) for n in output_names]
+        headers: dict[str, str] = {}
+        inject(headers)
         try:
             result = await self._client.infer(
-                model, request_inputs, model_version=version, outputs=outputs, client_timeout=self._timeout_s
+                model,
+                request_inputs,
+                model_version=version,
+                outputs=outputs,
+                client_timeout=self._timeout_s,
+                headers=headers or None,
             )
         except InferenceServerException as exc:
             raise error_from_triton(exc.status(), exc.message() or str(exc)) from exc
