@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import Counter
 from typing import Any
@@ -64,6 +65,8 @@ class IngestApp:
         self.cache = cache
         self.reply_subject = subjects.replies_subject(runtime.instance_id)
         self.pending: dict[str, asyncio.Future[bytes]] = {}
+        self._sequence = itertools.count()
+        """Mesh ids are this copy's unique instance id plus a sequence number (cheaper than a random UUID)."""
         self.pending_per_model: Counter[str] = Counter()
         self.leaders: dict[str, asyncio.Future[Reply]] = {}
         self.counts: Counter[str] = Counter()
@@ -134,6 +137,7 @@ class IngestApp:
             default_timeout_ms=self.settings.default_timeout_ms,
             max_timeout_ms=self.settings.max_timeout_ms,
             max_top_k=self.settings.max_top_k,
+            mesh_id=f"{self.runtime.instance_id}-{next(self._sequence):x}",
         )
         model = admitted.request.model
         try:

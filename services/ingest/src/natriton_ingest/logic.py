@@ -94,9 +94,11 @@ def admit(
     default_timeout_ms: int,
     max_timeout_ms: int,
     max_top_k: int,
+    mesh_id: str = "",
 ) -> Admitted:
     """Apply every front-door rule; raise a typed MeshError (carrying the request id once known) for the first
-    one broken. ``reply_to`` is the subject of this ingest copy, written into the envelope."""
+    one broken. ``reply_to`` is the subject of this ingest copy, written into the envelope; ``mesh_id`` the
+    request's id inside the mesh (unique; a random one when empty)."""
     request_id = request_id_of(headers)
     try:
         if len(data) > max_payload_bytes:
@@ -111,7 +113,9 @@ def admit(
     except MeshError as exc:
         exc.request_id = request_id
         raise
-    envelope = Envelope(mesh_id=uuid.uuid4().hex, request_id=request_id, deadline_ms=deadline_ms, reply_to=reply_to)
+    envelope = Envelope(
+        mesh_id=mesh_id or uuid.uuid4().hex, request_id=request_id, deadline_ms=deadline_ms, reply_to=reply_to
+    )
     return Admitted(request=request, envelope=envelope, json=json)
 
 

@@ -104,6 +104,8 @@ def to_result(info: ModelInfo, outputs: tuple[Tensor, ...], job: Job) -> Result:
     """
     if not outputs:
         raise MeshError(ErrorCode.INTERNAL, f"model {info.name!r} returned no outputs")
+    if isinstance(info.profile, RawProfile) and all(t.shape[:1] == (1,) for t in outputs):
+        return RawOutputs(tensors=outputs)  # one item: the outputs as Triton returned them, no copy
     arrays = {t.name: to_array(t) for t in outputs}
     if not info.max_batch_size:
         if isinstance(info.profile, RawProfile):
