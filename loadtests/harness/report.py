@@ -315,6 +315,8 @@ def markdown(
         "in the same run. Absolute numbers only describe this host.",
         "- results: `loadtests/results/<scenario>.json` and `loadtests/results/summary.json`; how to run and what "
         "each scenario does: [loadtests/README.md](../loadtests/README.md)",
+        "- figures re-measured between full runs (same-day comparisons of commits): "
+        "[benchmarks-history.md](benchmarks-history.md)",
         "",
         "## Targets",
         "",
