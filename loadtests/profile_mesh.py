@@ -3,8 +3,10 @@
     python -m loadtests.profile_mesh                       # every load, 8 s each
     python -m loadtests.profile_mesh --load noop_4kb_c64 --duration 15
 
-Loads: ``classifier_c1`` (mobilenet_v2 tensor, 1 in flight), ``noop_4kb_c64`` (noop 4 KB, 64 in flight),
-``cache_hit_1000`` (open loop, 1,000 req/s of cache hits). For each service it prints the share of samples per
+Loads: ``classifier_c1`` / ``classifier_c16`` (mobilenet_v2 tensor, 1 or 16 in flight), ``noop_4kb_c64`` /
+``noop_150kb_c64`` (noop, 64 in flight), ``cache_hit_1000`` (open loop, 1,000 req/s of cache hits). With
+``--cpu-only`` nothing is sampled (py-spy takes CPU from the services on a small host): only CPU µs per request per
+process, the before/after figure of a change. For each service it prints the share of samples per
 function (self time and inclusive time) and CPU µs per request, and writes ``<out-dir>/profile_<load>.json``. Needs
 ``py-spy`` (``pip install py-spy==0.4.3``); samples with ``--nonblocking`` so the services are not paused.
 """
@@ -33,7 +35,7 @@ from loadtests.harness.recorder import Recorder
 from loadtests.harness.scenario import Payload, TensorPayload
 from loadtests.harness.stack import MeshStack, cpu_per_request_us
 
-LOADS = ("classifier_c1", "noop_4kb_c64", "cache_hit_1000")
+LOADS = ("classifier_c1", "classifier_c16", "noop_4kb_c64", "noop_150kb_c64", "cache_hit_1000")
 SERVICES = ("ingest", "preprocess", "router", "postprocess")
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -77,11 +79,12 @@ async def drive(stack: MeshStack, load: str, duration_s: float, progress: Progre
                 requester, bodies, offsets, [recorder], [0] * len(offsets), deadline_ms=5000, progress=progress
             )
             return recorder.completed
-        if load == "classifier_c1":
+        if load.startswith("classifier_c"):
             tensor = TensorPayload("IMAGE", "UINT8", (1, 224, 224, 3))
-            bodies, concurrency = body_factory("mobilenet_v2", Payload(tensor=tensor), {}), 1
+            bodies = body_factory("mobilenet_v2", Payload(tensor=tensor), {})
+            concurrency = int(load.removeprefix("classifier_c"))
         else:
-            body = noop_body("noop", 4096)
+            body = noop_body("noop", 4096 if load.startswith("noop_4kb") else 150 * 1024)
 
             def bodies(_i: int) -> tuple[bytes, str]:
                 return body, ""
@@ -104,12 +107,12 @@ async def drive(stack: MeshStack, load: str, duration_s: float, progress: Progre
 
 
 def profile(stack: MeshStack, load: str, duration_s: float, workdir: Path, py_spy: str) -> dict[str, Any]:
-    """Warm up, then sample every service with py-spy while the load runs."""
+    """Warm up, then sample every service with py-spy (unless ``py_spy`` is '') while the load runs."""
     progress = Progress()
     uvloop.run(drive(stack, load, 2.0, progress))  # warm-up
     cpu0 = stack.cpu_snapshot()
     spies = {}
-    for service in SERVICES:
+    for service in SERVICES if py_spy else ():
         out = workdir / f"{load}_{service}.txt"
         pid = str(stack.processes[service].pid)
         argv = [py_spy, "record", "--nonblocking", "-r", "100", "-d", str(int(duration_s)), "-f", "raw"]
@@ -136,13 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load", action="append", choices=LOADS, help="repeatable (default: all)")
     p.add_argument("--duration", type=float, default=8.0, help="seconds sampled per load")
     p.add_argument("--out-dir", type=Path, default=RESULTS)
+    p.add_argument("--cpu-only", action="store_true", help="no py-spy: CPU µs per request per process only")
     args = p.parse_args(argv)
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(py_spy).exists():
+    py_spy = "" if args.cpu_only else shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if py_spy and not Path(py_spy).exists():
         print("py-spy is not installed: .venv/bin/pip install 'py-spy==0.4.3'", file=sys.stderr)
         return 2
     loads = args.load or list(LOADS)
-    models = ["mobilenet_v2", "noop"] if "noop_4kb_c64" in loads else ["mobilenet_v2"]
+    models = ["mobilenet_v2", "noop"] if any(load.startswith("noop") for load in loads) else ["mobilenet_v2"]
     with tempfile.TemporaryDirectory(prefix="natriton-profile-") as tmp, MeshStack(Path(tmp), models=models) as stack:
         for load in loads:
             result = profile(stack, load, args.duration, Path(tmp), py_spy)

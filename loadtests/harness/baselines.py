@@ -47,7 +47,6 @@ async def triton_closed_loop(
 ) -> Recorder:
     """``concurrency`` coroutines calling ``client.infer`` back to back (a ``tritonclient.grpc.aio`` client)."""
     from tritonclient.grpc import InferInput, InferRequestedOutput
-    from tritonclient.utils import InferenceServerException
 
     from natriton.tensors import NUMPY_TO_TRITON
 
@@ -57,6 +56,41 @@ async def triton_closed_loop(
         tensor.set_data_from_numpy(array)
         request_inputs.append(tensor)
     outputs = [InferRequestedOutput(n) for n in output_names]
+    return await infer_closed_loop(
+        client,
+        model,
+        request_inputs,
+        outputs,
+        concurrency=concurrency,
+        warmup_s=warmup_s,
+        duration_s=duration_s,
+        timeout_s=timeout_s,
+        progress=progress,
+        label=label,
+        at_window=at_window,
+    )
+
+
+async def infer_closed_loop(
+    client: Any,
+    model: str,
+    request_inputs: Sequence[Any],
+    outputs: Sequence[Any],
+    *,
+    concurrency: int,
+    warmup_s: float,
+    duration_s: float,
+    timeout_s: float = 30.0,
+    progress: Progress | None = None,
+    label: str = "direct triton",
+    at_window: Callable[[str], None] | None = None,
+) -> Recorder:
+    """``concurrency`` coroutines each sending the same ready-made request (``tritonclient`` inputs and requested
+    outputs) to ``model`` and, on its answer, the next one. Latency is from the send; throughput is completions
+    inside the window (after ``warmup_s``), as the mesh's closed loop measures them; ``at_window`` is called with
+    ``"start"`` and ``"end"``."""
+    from tritonclient.utils import InferenceServerException
+
     recorder = Recorder(window_start_ns=FAR_FUTURE_NS, window_on="done")
     stopping = False
 
@@ -65,7 +99,7 @@ async def triton_closed_loop(
             start = time.perf_counter_ns()
             recorder.on_sent(start, start)
             try:
-                await client.infer(model, request_inputs, outputs=outputs, client_timeout=timeout_s)
+                await client.infer(model, list(request_inputs), outputs=list(outputs), client_timeout=timeout_s)
                 outcome = OK
             except InferenceServerException as exc:
                 outcome = f"triton:{exc.status() or 'error'}"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from loadtests.ensemble import report as ensemble_report
+from loadtests.video import report as video_report
 
 from .stats import Target, fmt, get_path
 
@@ -17,11 +20,31 @@ CACHE_HIT = "cache_hit"
 OVERLOAD = "overload"
 RAMP = "ramp"
 SPIKE = "spike"
+VIDEO = video_report.VIDEO
+ENSEMBLE = ensemble_report.ENSEMBLE_SCENARIO
 
 
 def size_key(size: int) -> str:
     """4096 → '4kb', 153600 → '150kb', 200 → '200b'."""
     return f"{size // 1024}kb" if size >= 1024 else f"{size}b"
+
+
+MESH_PROCESSES = ("ingest", "preprocess", "router", "postprocess", "nats-server")
+"""What "the mesh's CPU per request" adds up (every mesh process and nats-server; not Triton, Redis or the client)."""
+
+
+def mesh_cpu_us(
+    cells: Sequence[Mapping[str, Any]], *, concurrency: Any, payload_bytes: int | None = None
+) -> float | None:
+    """The mesh's CPU µs per request in the mesh cell at ``concurrency`` (and ``payload_bytes``, for the no-op)."""
+    for cell in cells:
+        if cell.get("system") != "mesh" or cell.get("concurrency") != concurrency:
+            continue
+        if payload_bytes is not None and cell.get("payload_bytes") != payload_bytes:
+            continue
+        cpu = cell.get("cpu_us_per_request") or {}
+        return round(sum(float(cpu.get(p, 0.0)) for p in MESH_PROCESSES), 1)
+    return None
 
 
 def build_summary(results: Mapping[str, dict[str, Any]], meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -52,6 +75,16 @@ def build_summary(results: Mapping[str, dict[str, Any]], meta: Mapping[str, Any]
         summary[f"raw_nats_best_msgs_per_s_{key}"] = get_path(entry, "raw_nats_best.ok_per_s")
     for key in ("noop_vs_raw_nats_ratio_4kb", "noop_vs_raw_nats_ratio_150kb"):
         summary.setdefault(key, None)
+    # the mesh's own CPU per request at saturation (the best-throughput concurrency of each)
+    summary["mesh_cpu_us_per_request_150kb"] = mesh_cpu_us(
+        mvt.get("cells") or [], concurrency=get_path(mvt, "mesh_best.concurrency")
+    )
+    summary["mesh_cpu_us_per_request_150kb_concurrency"] = get_path(mvt, "mesh_best.concurrency")
+    noop_4kb = (noop.get("by_payload") or {}).get("4096") or {}
+    summary["mesh_cpu_us_per_request_4kb"] = mesh_cpu_us(
+        noop.get("cells") or [], concurrency=get_path(noop_4kb, "mesh_best.concurrency"), payload_bytes=4096
+    )
+    summary["mesh_cpu_us_per_request_4kb_concurrency"] = get_path(noop_4kb, "mesh_best.concurrency")
     hit_latency = get_path(hit, "overall.latency_ok_by_tag.hit") or get_path(hit, "overall.latency.ok") or {}
     summary.update(
         cache_hit_p50_ms=hit_latency.get("p50_ms"),
@@ -72,6 +105,10 @@ def build_summary(results: Mapping[str, dict[str, Any]], meta: Mapping[str, Any]
         overload_ingest_max_concurrency=over.get("ingest_max_concurrency"),
         capacity_rps=over.get("capacity_rps") or get_path(mvt, "mesh_best.ok_per_s"),
     )
+    if ENSEMBLE in results:  # its keys and targets appear once the scenario ran (or failed)
+        summary.update(ensemble_report.summary_keys(results[ENSEMBLE]))
+    if VIDEO in results:  # its keys and targets appear once the video scenario ran (or failed)
+        summary.update(video_report.summary_keys(results[VIDEO]))
     summary["targets"] = [t.as_dict() for t in targets(summary)]
     return summary
 
@@ -111,6 +148,23 @@ def targets(s: Mapping[str, Any]) -> list[Target]:
             "x",
         ),
         Target(
+            "mesh_cpu_us_per_request_150kb",
+            "Mesh CPU per request at saturation (ingest + preprocess + router + postprocess + nats-server), 150 KB "
+            "tensor, classifier",
+            "<=",
+            1000.0,
+            s.get("mesh_cpu_us_per_request_150kb"),
+            "µs",
+        ),
+        Target(
+            "mesh_cpu_us_per_request_4kb",
+            "Mesh CPU per request at saturation, 4 KB no-op",
+            "<=",
+            300.0,
+            s.get("mesh_cpu_us_per_request_4kb"),
+            "µs",
+        ),
+        Target(
             "added_latency_p50_ms",
             "Added latency of the mesh at concurrency 1, p50 (mesh minus direct Triton)",
             "<=",
@@ -140,6 +194,8 @@ def targets(s: Mapping[str, Any]) -> list[Target]:
             s.get("overload_reject_p99_ms"),
             "ms",
         ),
+        *(ensemble_report.targets(s) if "mesh_vs_ensemble_ratio_c16" in s else []),
+        *(video_report.targets(s) if "video_mesh_vs_inprocess_ratio" in s else []),
     ]
 
 
@@ -338,8 +394,10 @@ def markdown(
         out += [f"- `{name}`: {why}" for name, why in failures.items()]
         out.append("")
     out += _mesh_vs_triton_section(results.get(MESH_VS_TRITON), plots, doc_path)
+    out += ensemble_report.section(results.get(ENSEMBLE), plots.get(ENSEMBLE), doc_path, scenarios.get(ENSEMBLE))
     out += _noop_section(results.get(NOOP_VS_RAW), plots, doc_path)
     out += _open_loop_sections(results, scenarios, plots, doc_path)
+    out += video_report.section(results.get(VIDEO), plots.get(VIDEO), doc_path, scenarios.get(VIDEO))
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -372,26 +430,38 @@ def _services_cpu(cpu: Mapping[str, float]) -> tuple[float, str]:
 
 
 REMEDIES = {
+    "mesh_cpu_us_per_request_150kb": (
+        "Mesh CPU at 150 KB: what is left is mostly moving the tensor. It crosses nats-server twice (producer → "
+        "ingest → router), and each crossing is a 150 KB write and read in two processes and in nats-server, whatever "
+        "the message count. The next lever is a shared-memory hand-off from ingest (and preprocess) to the router when "
+        "they share a host, as the router already does with Triton (decision 0009): decision 0006 measured 97 µs "
+        "against 581 µs of CPU per 150 KB frame at 16 in flight."
+    ),
+    "mesh_cpu_us_per_request_4kb": (
+        "Mesh CPU at 4 KB: per message the runtime's dispatch and nats-py's parse and write remain; more requests per "
+        "pack (decision 0008) or a compiled client would lower it."
+    ),
     "added_latency_p50_ms": (
-        "Added latency: stop copying the frame on every hop — store it once (Redis/NATS object store with a TTL, or "
-        "Triton system shared memory when the router sits beside Triton) and pass a ~200 B reference (the transport "
-        "notes measured ~14k msgs/s for references vs ~1.1k for 150 KB frames). On this host the raw nats-py 4-hop "
-        "chain alone takes ~3.3 ms p50 at 150 KB (loadtests/results/runtime_choice.md), so 1 ms cannot be met by "
-        "moving 150 KB frames through Python hops here."
+        "Added latency: one request at a time, every hop is a wake-up, a read, a parse and a write in two processes "
+        "and nats-server, and the 150 KB tensor crosses nats-server twice before the router's call to Triton (which "
+        "no longer carries it: shared memory, decision 0009). On this host the raw nats-py 4-hop chain alone takes "
+        "~3.3 ms p50 at 150 KB (loadtests/results/runtime_choice.md), so 1 ms needs the tensor off the NATS hops (a "
+        "shared-memory hand-off from ingest to the router) or fewer hops."
     ),
     "noop_vs_raw_nats_ratio_4kb": (
-        "No-op at 4 KB: the mesh does ~2.5x the per-message CPU of the raw relays (more hops: the reply path back "
-        "through ingest, the gRPC call, spans, deadlines). Fixes in order of size: more copies of each service on "
-        "more cores (each is stateless), coalescing nats-py's per-message socket writes, a compiled ingest."
+        "No-op at 4 KB: the mesh does more per message than the raw relays (more hops: the reply path back through "
+        "ingest, the gRPC call, deadlines). Fixes in order of size: more copies of each service on more cores (each "
+        "is stateless), fuller packs on the wire, a compiled ingest."
     ),
     "cache_hit_p99_ms": (
-        "Cache-hit p99: the host's 2 cores run the generator, ingest, nats-server and redis together; a second "
-        "ingest copy (queue group) or the generator on another host removes the queueing that makes the tail."
+        "Cache-hit p99: the host's 2 cores run the generator, ingest and nats-server together (hits are answered "
+        "from ingest's memory, without Redis, decision 0008); a second ingest copy (queue group) or the generator on "
+        "another host removes the queueing that makes the tail."
     ),
     "overload_reject_p99_ms": (
-        "Overload rejects: a reject waits for a CPU while Triton's CPU inference saturates the host; pinning Triton "
-        "to one core (taskset / cpuset in compose) keeps the other for the mesh. On a GPU host Triton does not compete "
-        "for the CPU at all."
+        "Overload rejects: Triton is kept on CPU 1 in this scenario, so the tail is the mesh's own queueing: ingest "
+        "reads every 150 KB request (accepted or not) on one core. A second ingest copy, or refusing before reading "
+        "the body (a per-subject admission gate in front of ingest), would shorten it."
     ),
 }
 
@@ -399,7 +469,8 @@ REMEDIES = {
 def _remedies(summary: Mapping[str, Any]) -> list[str]:
     """What would fix each missed target (known remedies, not measurements)."""
     missed = [t["key"] for t in summary.get("targets", []) if t["status"] == "miss"]
-    return [f"- {REMEDIES[key]}" for key in missed if key in REMEDIES]
+    remedies = {**REMEDIES, **ensemble_report.REMEDIES, **video_report.REMEDIES}
+    return list(dict.fromkeys(f"- {remedies[key]}" for key in missed if key in remedies))
 
 
 def _why_missed(summary: Mapping[str, Any], results: Mapping[str, dict[str, Any]]) -> list[str]:
@@ -419,6 +490,32 @@ def _why_missed(summary: Mapping[str, Any], results: Mapping[str, dict[str, Any]
                 f"request ({parts}) and nats-server {cpu.get('nats-server', 0):,.0f} µs, besides Triton's "
                 f"{cpu.get('triton', 0):,.0f} µs; the host has 2 cores, so that CPU is taken from Triton's."
             )
+    if {"mesh_cpu_us_per_request_150kb", "mesh_cpu_us_per_request_4kb"} & missed:
+        for key, size in (
+            ("mesh_cpu_us_per_request_150kb", "150 KB classifier"),
+            ("mesh_cpu_us_per_request_4kb", "4 KB no-op"),
+        ):
+            if key not in missed:
+                continue
+            source = mvt if key.endswith("150kb") else results.get(NOOP_VS_RAW) or {}
+            concurrency = summary.get(f"{key}_concurrency")
+            cell = next(
+                (
+                    x
+                    for x in source.get("cells") or []
+                    if x["system"] == "mesh"
+                    and x["concurrency"] == concurrency
+                    and (key.endswith("150kb") or x.get("payload_bytes") == 4096)
+                ),
+                None,
+            )
+            if cell and cell.get("cpu_us_per_request"):
+                cpu = cell["cpu_us_per_request"]
+                parts = ", ".join(f"{p} {cpu.get(p, 0):,.0f}" for p in MESH_PROCESSES)
+                lines.append(
+                    f"- Mesh CPU per request, {size}: at concurrency {concurrency} (its best throughput) {parts} µs "
+                    f"per request."
+                )
     if "added_latency_p50_ms" in missed:
         cell = next((x for x in cells if x["system"] == "mesh" and x["concurrency"] == 1), None)
         if cell and cell.get("cpu_us_per_request"):
@@ -476,6 +573,8 @@ def _why_missed(summary: Mapping[str, Any], results: Mapping[str, dict[str, Any]
             f"{cores.get('ingest', 0):.2f}, nats-server {cores.get('nats-server', 0):.2f}): a reject waits for a CPU "
             "like any other message."
         )
+    lines += ensemble_report.why_missed(summary, results.get(ENSEMBLE))
+    lines += video_report.why_missed(summary, results.get(VIDEO))
     return lines
 
 

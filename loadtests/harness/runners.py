@@ -97,7 +97,11 @@ class WindowProbe:
         self.marks: dict[str, tuple[dict[str, float], dict[str, int]]] = {}
 
     def __call__(self, edge: str) -> None:
-        self.marks[edge] = (self.stack.cpu_snapshot(), self.stack.triton_stats(self.model))
+        self.marks[edge] = (self.cpu(), self.stack.triton_stats(self.model))
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far by component (what the window's difference is taken of)."""
+        return self.stack.cpu_snapshot()
 
     def cpu_per_request(self, requests: int) -> dict[str, float]:
         """CPU µs per request of each process within the window."""
@@ -347,7 +351,11 @@ async def run_open_loop(ctx: Context, sc: Scenario) -> dict[str, Any]:
         ctx.progress.note(f"  {sc.name}: restarting ingest with NATRITON_MAX_CONCURRENCY={limit}")
         ctx.stack.restart_service("ingest", {"NATRITON_MAX_CONCURRENCY": str(limit)})
     try:
-        return await _open_loop(ctx, sc, rates, result)
+        with ctx.stack.pinned("triton", set(sc.triton_cpus)) as pinned:
+            if pinned:
+                ctx.progress.note(f"  {sc.name}: Triton (server and model stubs) kept on CPUs {sorted(pinned)}")
+            result["triton_cpus"] = sorted(pinned)
+            return await _open_loop(ctx, sc, rates, result)
     finally:
         if limit is not None:
             ctx.stack.restart_service("ingest")
@@ -444,10 +452,29 @@ def _accepted_and_rejected(recorders: list[Recorder]) -> tuple[dict[str, Any], d
     return summarize(accepted), summarize(rejected)
 
 
+# ---------------------------------------------------------------------------------------------- video
+async def run_video(ctx: Context, sc: Scenario) -> dict[str, Any]:
+    """Cameras through the mesh vs the same detector in one process (``loadtests/video``)."""
+    from loadtests.video.runner import run_video as run  # imported here: it imports this module
+
+    return await run(ctx, sc)
+
+
+# ---------------------------------------------------------------------------------------------- mesh vs ensemble
+async def run_mesh_vs_ensemble(ctx: Context, sc: Scenario) -> dict[str, Any]:
+    """The mesh vs a Triton ensemble doing the same JPEG → top-5 job, and the in-process floor
+    (``loadtests/ensemble``)."""
+    from loadtests.ensemble.runner import run_mesh_vs_ensemble as run  # imported here: it imports this module
+
+    return await run(ctx, sc)
+
+
 RUNNERS = {
     "mesh_vs_triton": run_mesh_vs_triton,
     "noop_vs_raw_nats": run_noop_vs_raw_nats,
     "open_loop": run_open_loop,
+    "mesh_vs_ensemble": run_mesh_vs_ensemble,
+    "video": run_video,
 }
 
 

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -67,6 +67,14 @@ def descendants(pid: int) -> list[int]:
             out.append(child)
             todo.append(child)
     return out
+
+
+def _threads(pid: int) -> list[int]:
+    """The thread ids of a live process (none when it is gone)."""
+    try:
+        return [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+    except OSError:
+        return []
 
 
 class MeshStack:
@@ -194,6 +202,27 @@ class MeshStack:
     def rss(self) -> dict[str, float]:
         """Resident memory per component in MB."""
         return {name: round(sum(rss_mb(p) for p in pids), 1) for name, pids in self.pids().items()}
+
+    @contextlib.contextmanager
+    def pinned(self, component: str, cpus: set[int]) -> Iterator[set[int]]:
+        """Keep every thread of ``component`` (``triton``: the server and its python-backend stubs) on ``cpus``
+        while the block runs, so the rest of the host's CPUs are never taken by it; yields the CPUs actually used
+        (nothing is pinned, and an empty set is yielded, on a host with fewer CPUs than asked for or a single CPU)."""
+        available = os.sched_getaffinity(0)
+        usable = cpus & available
+        if not usable or usable == available:
+            yield set()
+            return
+        threads = [tid for pid in self.pids().get(component, []) for tid in _threads(pid)]
+        for tid in threads:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, usable)
+        try:
+            yield usable
+        finally:
+            for tid in threads:
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(tid, available)
 
     def triton_stats(self, model: str) -> dict[str, int]:
         """Triton's own counters for ``model``: inferences and executions (their ratio is the batch size)."""

@@ -65,8 +65,10 @@ class Target:
             return ""
         assert self.measured is not None
         gap = abs(self.measured - self.threshold)
-        relative = gap / self.threshold * 100 if self.threshold else float("inf")
         direction = "below" if self.op == ">=" else "above"
+        if not self.threshold:  # e.g. "<= 0 frames": no relative figure
+            return f"{fmt(gap, self.unit)} {direction} the target"
+        relative = gap / self.threshold * 100
         return f"{fmt(gap, self.unit)} {direction} the target ({relative:.0f} %)"
 
     def as_dict(self) -> dict[str, Any]:
@@ -92,6 +94,10 @@ def fmt(value: float | None, unit: str = "") -> str:
         return f"{value:.2f}x"
     if unit == "ms":
         return f"{value:.2f} ms" if abs(value) < 100 else f"{value:,.0f} ms"
+    if unit == "µs":
+        return f"{value:,.0f} µs"
+    if unit == "frames":
+        return f"{value:,.0f} frames"
     if unit:
         return f"{value:,.1f} {unit}"
     return f"{value:,.3g}"

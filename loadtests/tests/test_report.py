@@ -94,6 +94,8 @@ REQUIRED = (
     "cache_hit_p50_ms",
     "cache_hit_p99_ms",
     "overload_reject_p99_ms",
+    "mesh_cpu_us_per_request_150kb",
+    "mesh_cpu_us_per_request_4kb",
 )
 
 
@@ -105,6 +107,9 @@ def test_summary_has_every_required_key_as_a_number() -> None:
     assert summary["overload_accepted_p99_ms"] == 1100.0
     assert summary["cache_hit_offered_rps"] == 1000.0
     assert summary["perf_analyzer_best_infer_per_s"] == 81.0
+    # ingest + preprocess + router + postprocess + nats-server of the saturated mesh cell (not Triton, not the client)
+    assert summary["mesh_cpu_us_per_request_150kb"] == 1090.0 and summary["mesh_cpu_us_per_request_4kb"] == 1090.0
+    assert summary["mesh_cpu_us_per_request_150kb_concurrency"] == 4
     for key in ("machine", "date", "command"):
         assert summary[key] == META[key]
     status = {t["key"]: t["status"] for t in summary["targets"]}
@@ -112,6 +117,8 @@ def test_summary_has_every_required_key_as_a_number() -> None:
         "mesh_vs_triton_throughput_ratio": "miss",
         "noop_vs_raw_nats_ratio_4kb": "miss",
         "noop_vs_raw_nats_ratio_150kb": "pass",
+        "mesh_cpu_us_per_request_150kb": "miss",
+        "mesh_cpu_us_per_request_4kb": "miss",
         "added_latency_p50_ms": "miss",
         "cache_hit_p50_ms": "miss",
         "cache_hit_p99_ms": "miss",

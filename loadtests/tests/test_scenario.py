@@ -135,3 +135,12 @@ def test_admission_limit() -> None:
     assert admission_limit("auto", 0.3, 100) == 1
     with pytest.raises(ScenarioError):
         admission_limit("auto", None, 2000)
+
+
+def test_triton_cpus_is_a_list_of_cpu_numbers() -> None:
+    sc = parse_scenario(open_loop(triton_cpus=[1]), "x.toml", "x")
+    assert sc.triton_cpus == (1,)
+    assert parse_scenario(open_loop(), "x.toml", "x").triton_cpus == ()
+    for bad in ([-1], ["1"], [True], 1):
+        with pytest.raises(ScenarioError, match="triton_cpus"):
+            parse_scenario(open_loop(triton_cpus=bad), "x.toml", "x")

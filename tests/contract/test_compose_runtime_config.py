@@ -120,6 +120,7 @@ def test_nats_serves_jetstream_with_8mb_payloads(nats_with_compose_config: int) 
         varz = json.load(response)
     assert varz["max_payload"] == 8 * 1024 * 1024
     assert varz["jetstream"]["config"]["max_memory"] == 256 * 1024 * 1024
+    assert varz["jetstream"]["config"]["sync_always"] is True  # acknowledged frames survive a power failure
     ingest_max = int(
         yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["ingest"]["environment"][
             "NATRITON_MAX_PAYLOAD_BYTES"
@@ -183,5 +184,64 @@ def test_redis_rejects_a_bad_config(tmp_path: Path) -> None:
 def test_constraints_file_matches_pyproject_runtime_pins() -> None:
     result = subprocess.run(
         [sys.executable, str(DEPLOY / "constraints.py"), "--check"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------------------------ locked-down NATS
+SECURE_USERS = ("INGEST", "PREPROCESS", "ROUTER", "POSTPROCESS", "OPERATOR", "TENANT_A", "TENANT_B")
+
+
+def secure_config_copy(tmp_path: Path) -> Path:
+    """nats-secure.conf and its accounts.conf in a tmp folder, with test certificates where /etc/nats/tls/ is and a
+    tmp store dir (the only changes), so the real binary can check them."""
+    from natriton_dev.certs import TestCA
+
+    ca = TestCA.create(tmp_path / "tls")
+    ca.issue("server", server=True)
+    text = (DEPLOY / "nats" / "nats-secure.conf").read_text()
+    assert text.count("/etc/nats/tls/") == 3 and text.count('store_dir: "/data"') == 1
+    text = text.replace("/etc/nats/tls/", f"{tmp_path / 'tls'}/").replace('"/data"', f'"{tmp_path / "js"}"')
+    (tmp_path / "nats-secure.conf").write_text(text)
+    (tmp_path / "accounts.conf").write_text((DEPLOY / "nats" / "accounts.conf").read_text())
+    return tmp_path / "nats-secure.conf"
+
+
+def nkey_environment(tmp_path: Path) -> dict[str, str]:
+    from natriton_dev.certs import new_user_nkey
+
+    return {f"NATRITON_NKEY_{u}": new_user_nkey(tmp_path / f"{u}.nk") for u in SECURE_USERS}
+
+
+def test_the_secure_nats_config_passes_the_config_test(tmp_path: Path) -> None:
+    config = secure_config_copy(tmp_path)
+    env = {"PATH": "/usr/bin:/bin", **nkey_environment(tmp_path)}
+    result = subprocess.run(
+        [_binary("nats-server"), "-c", str(config), "-t"], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert is_valid(result), result.stdout + result.stderr
+
+
+def test_the_secure_nats_config_refuses_to_start_without_every_users_key(tmp_path: Path) -> None:
+    config = secure_config_copy(tmp_path)
+    env = {"PATH": "/usr/bin:/bin", **nkey_environment(tmp_path)}
+    del env["NATRITON_NKEY_ROUTER"]
+    result = subprocess.run(
+        [_binary("nats-server"), "-c", str(config), "-t"], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert not is_valid(result)
+    assert "NATRITON_NKEY_ROUTER" in result.stdout + result.stderr
+
+
+def test_the_secure_nats_config_requires_tls_with_client_certificates_everywhere() -> None:
+    text = (DEPLOY / "nats" / "nats-secure.conf").read_text()
+    assert "verify: true" in text and "include accounts.conf" in text
+    accounts = (DEPLOY / "nats" / "accounts.conf").read_text()
+    assert "no_auth_user" not in accounts and "password" not in accounts  # NKeys only, no anonymous user
+
+
+def test_accounts_conf_is_what_its_generator_makes() -> None:
+    result = subprocess.run(
+        [sys.executable, str(DEPLOY / "nats" / "accounts.py"), "--check"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -7,6 +7,7 @@ Spans exported by the services land in an in-process OTLP receiver so tests can 
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -43,6 +44,15 @@ def combined_model_repository(root: Path) -> Path:
     return repository
 
 
+def model_repository_of(root: Path, *models: str) -> Path:
+    """A repository of only the named real models (symlinks), for a stack of its own that starts quickly."""
+    repository = root / "models"
+    repository.mkdir()
+    for model in models:
+        (repository / model).symlink_to(REPO_MODELS / model, target_is_directory=True)
+    return repository
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, otlp_sink: OtlpSink) -> Iterator[LocalStack]:
     workdir: Path = tmp_path_factory.mktemp("stack")
@@ -53,7 +63,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, otlp_sink: OtlpSink) -> Iter
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "NATRITON_MAX_PAYLOAD_BYTES": str(4 * 1024 * 1024),
         "NATRITON_MAX_QUEUED_PER_MODEL": "48",  # small enough for the overload test to reach quickly
-        "NATRITON_BREAKER_RESET_S": "2",
+        "NATRITON_BREAKER_RESET_S": "10",  # recovery must come from the readiness probe, not this timer
         "NATRITON_CATALOG_REFRESH_S": "2",
     }
     with LocalStack(workdir, model_repository=repository, service_env=env) as running:
@@ -78,11 +88,26 @@ def nc(client: MeshClient) -> NATS:
     return client.nc
 
 
-def triton_inference_count(stack: LocalStack, model: str) -> int:
-    """Successful inferences Triton itself counted for ``model`` (its statistics extension)."""
-    with urllib.request.urlopen(f"{stack.triton.http_url}/v2/models/{model}/stats", timeout=5) as resp:
-        stats = json.load(resp)
-    return sum(int(s.get("inference_count", 0)) for s in stats["model_stats"])
+def triton_inference_count(stack: LocalStack, model: str, *, settle_s: float = 0.3, within_s: float = 10.0) -> int:
+    """Successful inferences Triton itself counted for ``model`` (its statistics extension), once settled.
+
+    Triton updates its statistics after it has sent a response, so a count read right after an answer may not
+    include it yet: the count is read until it has not changed for ``settle_s``.
+    """
+
+    def read() -> int:
+        with urllib.request.urlopen(f"{stack.triton.http_url}/v2/models/{model}/stats", timeout=5) as resp:
+            stats = json.load(resp)
+        return sum(int(s.get("inference_count", 0)) for s in stats["model_stats"])
+
+    give_up = time.monotonic() + within_s
+    count, unchanged_since = read(), time.monotonic()
+    while time.monotonic() - unchanged_since < settle_s and time.monotonic() < give_up:
+        time.sleep(0.05)
+        now = read()
+        if now != count:
+            count, unchanged_since = now, time.monotonic()
+    return count
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from PIL import Image
 
 from natriton import headers
 from natriton.errors import ErrorCode
-from natriton.messages import Codec, ErrorReply, ImageInput, InferRequest, InferResponse, Reply
+from natriton.messages import Codec, ErrorReply, ImageInput, InferRequest, InferResponse, Reply, TextInput
 from natriton.tensors import to_tensor
 from natriton_client.aio import MeshClient
 from natriton_dev.images import encode_png
@@ -124,3 +125,49 @@ async def test_error_headers_follow_nats_micro(nc: NATS, photos: dict[str, bytes
     assert msg.headers["Natriton-Request-Id"] == "r-404"
     reply = Codec(Reply).decode(msg.data)
     assert isinstance(reply, ErrorReply) and reply.request_id == "r-404"
+
+
+async def test_request_id_over_the_limit_is_refused_not_replaced(nc: NATS, photos: dict[str, bytes]) -> None:
+    """The producer's id is never silently swapped for another: the request is refused, the error carries no id."""
+    body = Codec(InferRequest).encode(InferRequest(model=MODEL, input=ImageInput(data=photos["coffee.jpg"])))
+    msg = await nc.request("natriton.v1.infer", body, timeout=10, headers={"Natriton-Request-Id": "r" * 129})
+    assert msg.headers is not None and msg.headers["Nats-Service-Error-Code"] == "400"
+    assert "Natriton-Request-Id" in msg.headers["Nats-Service-Error"]
+    assert msg.headers.get("Natriton-Request-Id", "") == ""
+    reply = assert_error(Codec(Reply).decode(msg.data), ErrorCode.INVALID_ARGUMENT, "128", "no request id")
+    assert reply.request_id == ""
+
+
+async def test_request_without_type_is_refused(client: MeshClient, photos: dict[str, bytes]) -> None:
+    body = b'{"model": "mobilenet_v2", "input": {"type": "image", "data": ""}}'
+    assert_error(await client.send(body, json=True), ErrorCode.INVALID_ARGUMENT, "`type`")
+    await still_serving(client, photos)
+
+
+async def test_strings_that_are_not_utf8_are_invalid_argument(client: MeshClient, photos: dict[str, bytes]) -> None:
+    """Once a UnicodeDecodeError out of the decoder: the producer got ``internal``."""
+    body = Codec(InferRequest).encode(InferRequest(model="mobilenet_v2", input=TextInput(text="abcdef")))
+    assert_error(await client.send(body.replace(b"abcdef", b"\xff\xfe" * 3)), ErrorCode.INVALID_ARGUMENT, "UTF-8")
+    await still_serving(client, photos)
+
+
+async def test_error_message_cannot_inject_headers(nc: NATS, photos: dict[str, bytes]) -> None:
+    """msgspec quotes a bad tag as it came, CR LF included; the message travels in ``Nats-Service-Error``."""
+    body = b'{"type": "infer_request\\r\\nX-Injected: yes", "model": "m", "input": {"type": "text", "text": "x"}}'
+    msg = await nc.request("natriton.v1.infer", body, timeout=10, headers={"Content-Type": "application/json"})
+    assert msg.headers is not None and msg.headers["Nats-Service-Error-Code"] == "400"
+    assert "X-Injected" not in msg.headers
+    assert msg.headers["Nats-Service-Error"].isprintable()
+
+
+async def test_progressive_jpeg_scan_bomb_is_refused_at_once(client: MeshClient, photos: dict[str, bytes]) -> None:
+    """A 130 KB progressive JPEG of 23 MP with 1,000 scans took 14 s of a decode thread; now it costs nothing."""
+    buffer = io.BytesIO()
+    Image.new("L", (4800, 4800), 128).save(buffer, "JPEG", progressive=True)
+    data = buffer.getvalue()
+    bomb = data[:-2] + data[data.rindex(b"\xff\xda") : -2] * 1000 + b"\xff\xd9"
+    started = time.monotonic()
+    reply = await client.infer(MODEL, image=bomb, use_cache=False)
+    assert_error(reply, ErrorCode.PAYLOAD_TOO_LARGE, "scans")
+    assert time.monotonic() - started < 5.0
+    await still_serving(client, photos)

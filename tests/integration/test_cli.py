@@ -70,7 +70,8 @@ def test_status_lists_the_four_services_and_the_models(stack: LocalStack, state_
     for name in SERVICES:
         assert services[name]["copies"] >= 1, name
         assert services[name]["endpoints"], name
-    assert services["ingest"]["endpoints"][0]["subject"] == "natriton.v1.infer"
+    ingest_subjects = {e["name"]: e["subject"] for e in services["ingest"]["endpoints"]}
+    assert ingest_subjects == {"infer": "natriton.v1.infer", "control_streams": "natriton.v1.control.streams"}
     models = {m["name"]: m for m in report["models"]}
     assert {"mobilenet_v2", "face_detector", "minilm_l6_v2"} <= set(models)
     assert models["mobilenet_v2"]["kind"] == "classifier"
@@ -279,3 +280,35 @@ def test_up_detach_then_every_command_finds_the_stack_then_down(tmp_path: Path, 
             continue
         stat = Path(f"/proc/{pid}/stat").read_text() if Path(f"/proc/{pid}/stat").exists() else ""
         assert ") Z" in stat, f"{name} (pid {pid}) still runs after natriton down"
+
+
+def test_stream_add_ls_rm_round_trip(stack: LocalStack, state_dir: Path) -> None:
+    url = ["--nats-url", stack.nats_url]
+    camera = f"cli-{uuid.uuid4().hex[:8]}"
+    try:
+        secret_url = "rtsp://admin:s3cret@10.0.0.7/live"
+        added = as_json(natriton("stream", "add", camera, secret_url, "--fps", "5", "--mode", "reliable",
+                                 "--no-change-gate", "--json", *url, state_dir=state_dir))  # fmt: skip
+        assert added["ok"] and added["action"] == "add" and added["message"] == f"camera {camera} added"
+        (info,) = added["streams"]
+        assert info["source"]["url"] == "rtsp://***@10.0.0.7/live"  # credentials never come back
+        listed = as_json(natriton("stream", "ls", "--json", *url, state_dir=state_dir))
+        (mine,) = [s for s in listed["streams"] if s["source"]["camera"] == camera]
+        assert mine["source"] | {"url": ""} == {
+            "type": "stream_source", "camera": camera, "url": "", "model": "face_detector", "fps": 5.0,
+            "mode": "reliable", "change_gate": False, "loop": False,
+        }  # fmt: skip
+        table = natriton("stream", "ls", *url, state_dir=state_dir)
+        assert table.returncode == 0 and camera in table.stdout and "s3cret" not in table.stdout
+        replaced = natriton("stream", "add", camera, "/videos/gate.mp4", "--loop", *url, state_dir=state_dir)
+        assert replaced.returncode == 0 and f"camera {camera} replaced" in replaced.stdout
+        removed = natriton("stream", "rm", camera, *url, state_dir=state_dir)
+        assert removed.returncode == 0 and f"camera {camera} removed" in removed.stdout
+        again = natriton("stream", "rm", camera, *url, state_dir=state_dir)
+        assert again.returncode == 11 and f"no camera '{camera}'" in again.stderr
+        bad = natriton("stream", "add", "no.dots", "/x.mp4", *url, state_dir=state_dir)
+        assert bad.returncode == 10 and "camera id 'no.dots'" in bad.stderr
+        wrong_mode = natriton("stream", "add", camera, "/x.mp4", "--mode", "fast", *url, state_dir=state_dir)
+        assert wrong_mode.returncode == 2 and "realtime or reliable" in wrong_mode.stderr
+    finally:
+        natriton("stream", "rm", camera, *url, state_dir=state_dir)

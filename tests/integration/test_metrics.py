@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import urllib.error
 import urllib.request
@@ -48,6 +49,21 @@ def moved(before: dict[str, Scrape], after: dict[str, Scrape], service: str, nam
     return total(after[service], name, **labels) - total(before[service], name, **labels)
 
 
+async def quiet(urls: dict[str, str], timeout_s: float = 20.0) -> None:
+    """Wait until no camera runs (earlier tests' cameras stop at their owner's next lease round) and nothing is in
+    flight anywhere, twice in a row, so the counters move only by what a test sends."""
+    calm = 0
+    deadline = time.monotonic() + timeout_s
+    while calm < 2 and time.monotonic() < deadline:
+        scrapes = await scrape_all(urls)
+        busy = total(scrapes["ingest"], "natriton_ingest_cameras") + sum(
+            total(scrape, "natriton_in_flight") for scrape in scrapes.values()
+        )
+        calm = calm + 1 if busy == 0 else 0
+        await asyncio.sleep(0.3)
+    assert calm >= 2, "the mesh did not go quiet"
+
+
 async def test_every_service_is_healthy_and_ready(stack: LocalStack) -> None:
     for process in stack.services:
         assert process.metrics_url, process.name
@@ -61,6 +77,7 @@ async def test_counters_move_by_exactly_the_requests_sent(
     stack: LocalStack, client: MeshClient, photos: dict[str, bytes]
 ) -> None:
     urls = {service: stack.service(service).metrics_url for service in SERVICES}
+    await quiet(urls)
     before = await scrape_all(urls)
     for _ in range(5):
         reply = await client.infer(MODEL, image=photos["coffee.jpg"], use_cache=False)
@@ -101,3 +118,31 @@ async def test_counters_move_by_exactly_the_requests_sent(
     assert total(after["router"], "natriton_router_breaker_state", model=MODEL) == 0
     assert total(after["router"], "natriton_router_triton_reachable") == 1
     assert moved(before, after, "ingest", "natriton_ingest_cache_hits_total") == 0  # use_cache=False: no lookups
+
+
+def series_names(base_url: str, **labels: str) -> dict[str, float]:
+    """Series name (as Prometheus stores it: the text parser would append ``_total`` to counters) -> summed value,
+    for the samples whose labels include ``labels``."""
+    status, text = get(f"{base_url}/metrics")
+    assert status == 200
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} (\S+)", line)
+        if match and all(f'{k}="{v}"' in match[2].split(",") for k, v in labels.items()):
+            found[match[1]] = found.get(match[1], 0.0) + float(match[3])
+    return found
+
+
+async def test_triton_serves_the_metrics_the_dashboard_reads(
+    stack: LocalStack, client: MeshClient, photos: dict[str, bytes]
+) -> None:
+    """The dashboard's Triton row reads Triton's own per-model metrics: the real server serves them, per model."""
+    from tests.unit.test_metrics import TRITON_REQUEST_METRICS
+
+    base_url = stack.triton.metrics_url.removesuffix("/metrics")
+    before = await asyncio.to_thread(series_names, base_url, model=MODEL)
+    reply = await client.infer(MODEL, image=photos["coffee.jpg"], use_cache=False)
+    assert isinstance(reply, InferResponse), reply
+    after = await asyncio.to_thread(series_names, base_url, model=MODEL)
+    assert set(after) >= TRITON_REQUEST_METRICS, TRITON_REQUEST_METRICS - set(after)
+    assert after["nv_inference_request_success"] - before.get("nv_inference_request_success", 0.0) >= 1

@@ -361,6 +361,7 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 def stub_client(outcomes: list[Any], **options: Any) -> tuple[AsyncClient, StubNats]:
     nc = StubNats(outcomes)
+    options.setdefault("resend_on_ingest_loss", False)  # no heartbeats here (tests/integration/test_crash_recovery.py)
     client = AsyncClient(nc, propagate_trace=False, **options)  # type: ignore[arg-type]
     client._rng = ZeroRandom()  # type: ignore[assignment]
     return client, nc

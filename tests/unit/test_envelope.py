@@ -55,3 +55,17 @@ def test_deadline_checks() -> None:
         past.check_deadline("routing")
     assert raised.value.code is ErrorCode.DEADLINE_EXCEEDED
     assert "before routing" in raised.value.message
+
+
+def test_an_internal_message_nested_too_deeply_is_invalid_argument() -> None:
+    """msgspec recurses into unknown fields too: a hostile nesting is a typed error for its owner, not ``internal``."""
+    from natriton.messages import Codec, InferTask
+    from natriton.pipeline import decode_task
+    from natriton.runtime import Inbound
+
+    envelope = Envelope(mesh_id="m-1", request_id="r", deadline_ms=h.now_ms() + 10_000, reply_to="natriton.x")
+    deep = b"\x82\xa4type\xaainfer_task\xa4junk" + b"\x91" * 5000 + b"\xc0"
+    inbound = Inbound(subject="natriton.v1.internal.route", data=deep, headers=envelope.to_headers(), reply="")
+    with pytest.raises(MeshError) as caught:
+        decode_task(Codec(InferTask), inbound)
+    assert caught.value.code == ErrorCode.INVALID_ARGUMENT and "nested too deeply" in caught.value.message

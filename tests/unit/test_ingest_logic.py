@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import msgspec
@@ -306,6 +307,119 @@ def test_refusals_carry_the_request_id(data: bytes, headers: dict[str, str], cod
     assert err.request_id == "order-42"
     made_up = _refused(data, headers)
     assert re.fullmatch(r"[0-9a-f]{32}", made_up.request_id)  # the id the producer would have got
+
+
+def test_malformed_request_id_is_not_replaced_and_the_error_carries_none() -> None:
+    err = _refused(CODEC.encode(REQUEST), {h.REQUEST_ID: "r" * 129})
+    assert err.request_id == ""  # the producer's id is not echoed, and no made-up one stands in for it
+    assert "no request id" in err.message
+
+
+# ------------------------------------------------------------------------------------------------
+# hostile bodies: nesting, encodings, what error messages can carry
+# ------------------------------------------------------------------------------------------------
+DEPTH = 100_000
+FIELDS: dict[str, Any] = {"type": "infer_request", "model": "m", "input": {"type": "text", "text": "hi"}}
+
+
+def _msgpack_map(*entries: tuple[str, bytes]) -> bytes:
+    """A msgpack map written by hand, so a value can be any bytes (msgspec would not encode the nesting)."""
+    return bytes([0x80 + len(entries)]) + b"".join(msgspec.msgpack.encode(k) + v for k, v in entries)
+
+
+def _nested(container: bytes) -> bytes:
+    """100,000 nested one-element arrays (``\\x91``) or one-entry maps (``\\x81`` + key) around a nil."""
+    return container * DEPTH + b"\xc0"
+
+
+_TYPE, _MODEL = ("type", msgspec.msgpack.encode("infer_request")), ("model", msgspec.msgpack.encode("m"))
+_INPUT = ("input", msgspec.msgpack.encode(FIELDS["input"]))
+_INPUT_WITH_EXTRA = _msgpack_map(("type", b"\xa4text"), ("text", b"\xa2hi"), ("extra", _nested(b"\x91")))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _msgpack_map(_TYPE, _MODEL, _INPUT, ("extra", _nested(b"\x91"))),
+        _msgpack_map(("extra", _nested(b"\x81\xa1k")), _TYPE, _MODEL, _INPUT),
+        _msgpack_map(_TYPE, _MODEL, ("input", _INPUT_WITH_EXTRA)),
+    ],
+    ids=["unknown-field-last", "unknown-field-first", "inside-input"],
+)
+def test_deep_nesting_in_msgpack_is_refused_at_once(body: bytes) -> None:
+    started = time.perf_counter()
+    err = _refused(body, max_payload_bytes=1 << 20)
+    assert err.code is ErrorCode.INVALID_ARGUMENT
+    assert "nested too deeply" in err.message
+    assert time.perf_counter() - started < 0.5  # bounded by the recursion limit: stops after ~1,000 levels
+
+
+@pytest.mark.parametrize(
+    "nested",
+    [b"[" * DEPTH + b"]" * DEPTH, b'{"k":' * DEPTH + b"null" + b"}" * DEPTH, b"[" * DEPTH],
+    ids=["arrays", "objects", "unclosed"],
+)
+@pytest.mark.parametrize("where", ["first", "last", "inside-input"])
+def test_deep_nesting_in_json_is_refused_at_once(nested: bytes, where: str) -> None:
+    fields = json.dumps(FIELDS).encode()
+    body = {
+        "first": b'{"extra": ' + nested + b", " + fields[1:],
+        "last": fields[:-1] + b', "extra": ' + nested + b"}",
+        "inside-input": fields[:-2] + b', "extra": ' + nested + b"}}",
+    }[where]
+    err = _refused(body, {h.CONTENT_TYPE: h.JSON}, max_payload_bytes=1 << 20)
+    assert err.code is ErrorCode.INVALID_ARGUMENT
+    assert "nested too deeply" in err.message
+
+
+def test_moderate_nesting_in_unknown_fields_is_ignored() -> None:
+    body = json.dumps({**FIELDS, "extra": [[[[{"a": [1, {"b": None}]}]]]], "more": {"x": "y"}}).encode()
+    assert _admit(body, {h.CONTENT_TYPE: h.JSON}).request == CODEC.decode(json.dumps(FIELDS).encode(), json=True)
+
+
+@pytest.mark.parametrize("json_form", [False, True], ids=["msgpack", "json"])
+@pytest.mark.parametrize("where", ["model", "tag", "text"])
+def test_strings_that_are_not_utf8_are_invalid_argument(json_form: bool, where: str) -> None:
+    """They were a UnicodeDecodeError out of msgspec, which no caller caught: the producer got ``internal``."""
+    marker = "\u0000MARK\u0000"
+    fields: dict[str, Any] = {**FIELDS, "input": {"type": "text", "text": "hi"}}
+    if where == "model":
+        fields["model"] = marker
+    elif where == "tag":
+        fields["type"] = marker
+    else:
+        fields["input"]["text"] = marker
+    body = json.dumps(fields).encode() if json_form else msgspec.msgpack.encode(fields)
+    if json_form:
+        body = body.replace(b"\\u0000MARK\\u0000", b"\xff\xfe")
+    else:
+        body = body.replace(b"\x00MARK\x00", b"\xff\xfe" * 3)  # the same length: the str header stays right
+    assert b"\xff\xfe" in body
+    err = _refused(body, {h.CONTENT_TYPE: h.JSON} if json_form else {})
+    assert err.code is ErrorCode.INVALID_ARGUMENT
+    assert "UTF-8" in err.message
+
+
+@pytest.mark.parametrize("tag", ["infer\r\nX-Injected: 1", "x" * 1_000_000], ids=["crlf", "a-megabyte"])
+def test_error_messages_are_one_bounded_printable_line(tag: str) -> None:
+    """msgspec quotes a bad tag as it came; the message also travels in the Nats-Service-Error header."""
+    err = _refused(json.dumps({**FIELDS, "type": tag}).encode(), {h.CONTENT_TYPE: h.JSON}, max_payload_bytes=2 << 20)
+    assert err.code is ErrorCode.INVALID_ARGUMENT
+    assert err.message.isprintable() and len(err.message) <= 600
+    assert "$.type" in err.message  # the end of the message (where) is kept
+
+
+@pytest.mark.parametrize("value", ["1_000", "\u0661\u0662\u0663", "0x10", "9" * 5_000, "1 000"])
+def test_deadline_headers_are_plain_decimal_integers(value: str) -> None:
+    for name in (h.DEADLINE, h.TIMEOUT_MS):
+        err = _refused(CODEC.encode(REQUEST), {name: value})
+        assert err.code is ErrorCode.INVALID_ARGUMENT
+        assert name in err.message
+
+
+@pytest.mark.parametrize(("value", "deadline"), [("+250", NOW + 250), (" 250 ", NOW + 250), ("0250", NOW + 250)])
+def test_signed_or_padded_timeouts_are_integers(value: str, deadline: int) -> None:
+    assert _admit(CODEC.encode(REQUEST), {h.TIMEOUT_MS: value}).envelope.deadline_ms == deadline
 
 
 # ------------------------------------------------------------------------------------------------

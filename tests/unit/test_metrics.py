@@ -8,6 +8,7 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,11 +17,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from natriton.cache import ResultCache
 from natriton.catalog import ModelCatalog, RouteTable
+from natriton.claimcheck import FrameStore
 from natriton.errors import ErrorCode, MeshError
+from natriton.messages import SourceState
 from natriton.metrics import LatencyHistogram, MetricsServer, registry_for, respond, sizes_histogram
 from natriton.runtime import EndpointCounters, Inbound, ServiceRuntime
 from natriton.settings import CommonSettings, load_settings
+from natriton.video.source import SourceStats
 from natriton_ingest.app import IngestApp
+from natriton_ingest.cameras import CameraCounters, CameraManager
 from natriton_ingest.settings import Settings as IngestSettings
 from natriton_router.app import RouterApp
 from natriton_router.batching import ModelBatcher
@@ -200,7 +205,8 @@ def full_registry_scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float
     """A router's and an ingest's metrics with every series present (for the dashboard check)."""
     names: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
     router_rt = ServiceRuntime("router", "1.2.3", CommonSettings(instance_id="r"))
-    router = RouterApp(router_rt, RouterSettings(), triton=None, routes=RouteTable())  # type: ignore[arg-type]
+    triton = SimpleNamespace(batches=Counter(shared_memory=4, grpc=1), shared_memory=None)
+    router = RouterApp(router_rt, RouterSettings(), triton=triton, routes=RouteTable())  # type: ignore[arg-type]
 
     async def execute(inputs: Any, deadline: float | None) -> Any:
         return inputs
@@ -218,6 +224,8 @@ def full_registry_scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float
     scrape = samples(generate_latest(registry_for(router_rt)))
     mv = {"service": "router", "model": "m", "version": "1"}
     assert value(scrape, "natriton_router_batch_size_count", **mv) == 3
+    assert value(scrape, "natriton_router_triton_batches_total", service="router", via="shared_memory") == 4
+    assert value(scrape, "natriton_router_triton_batches_total", service="router", via="grpc") == 1
     assert value(scrape, "natriton_router_batch_size_sum", **mv) == 7
     assert value(scrape, "natriton_router_batch_size_bucket", **mv, le="4") == 2
     assert value(scrape, "natriton_router_queue_depth", **mv) == 0
@@ -232,11 +240,26 @@ def full_registry_scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float
     ingest_rt = ServiceRuntime("ingest", "1.2.3", CommonSettings(instance_id="i"))
     cache = ResultCache("redis://127.0.0.1:1/0", ttl_s=1)
     cache.hits, cache.misses = 3, 1
-    ingest = IngestApp(ingest_rt, IngestSettings(), ModelCatalog(), RouteTable(), cache)
+    frames = FrameStore("redis://127.0.0.1:1/0")
+    ingest = IngestApp(ingest_rt, IngestSettings(), ModelCatalog(), RouteTable(), cache, frames)
     ingest.counts["coalesced"] = 2
     ingest.pending_per_model["m"] = 1
+    cameras = CameraManager(ingest_rt, None, None, max_cameras=4, lease_ttl_s=10)  # type: ignore[arg-type]
+    counters = CameraCounters(sent=9, answered=8, reused=3, dropped=2, errors=1)
+    counters.latencies_ms.extend([100.0, 200.0])
+    reader = SimpleNamespace(stats=lambda: SourceStats(state=SourceState.LOST, frames_read=40, reconnects=2))
+    cameras.workers["lobby"] = SimpleNamespace(counters=counters, reader=reader)  # type: ignore[assignment]
+    ingest.cameras = cameras
     ingest_rt.metrics_extension = ingest.metrics
     scrape = samples(generate_latest(registry_for(ingest_rt)))
+    camera = {"service": "ingest", "camera": "lobby"}
+    assert value(scrape, "natriton_camera_frames_total", **camera, outcome="inferred") == 7
+    assert value(scrape, "natriton_camera_frames_total", **camera, outcome="failed") == 1
+    assert value(scrape, "natriton_camera_frames_total", **camera, outcome="dropped") == 2
+    assert value(scrape, "natriton_camera_frames_read_total", **camera) == 40
+    assert value(scrape, "natriton_camera_state", **camera) == 2
+    assert value(scrape, "natriton_camera_latency_seconds", **camera, quantile="0.5") == 0.15
+    assert value(scrape, "natriton_ingest_cameras", service="ingest") == 1
     assert value(scrape, "natriton_ingest_cache_hits_total", service="ingest") == 3
     assert value(scrape, "natriton_ingest_coalesced_total", service="ingest") == 2
     assert value(scrape, "natriton_ingest_pending", service="ingest", model="m") == 1
@@ -252,12 +275,26 @@ def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+TRITON_REQUEST_METRICS = frozenset({
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_count",
+    "nv_inference_exec_count",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_infer_duration_us",
+})  # fmt: skip
+"""Triton's per-model metrics the dashboard reads (tests/integration/test_metrics.py finds them on a real Triton)."""
+TRITON_GPU_METRICS = frozenset({"nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes"})
+"""Triton's per-GPU metrics (Triton's metrics documentation; only a GPU build serves them, so no test here can)."""
+METRIC_NAME = re.compile(r"\b(?:natriton|process|nv)_[a-z0-9_]+")
+
+
 def test_dashboard_uses_only_exported_metrics() -> None:
     exported = {name for name, _ in full_registry_scrape()}
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["uid"] and dashboard["title"]
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert "model" in variables
+    assert {"service", "model"} <= set(variables)
     used: set[str] = set()
     for panel in panels(dashboard):
         if panel["type"] == "row":
@@ -265,9 +302,10 @@ def test_dashboard_uses_only_exported_metrics() -> None:
         assert panel["datasource"]["uid"] == "prometheus", panel["title"]
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
-            names = set(re.findall(r"\bnatriton_[a-z0-9_]+", target["expr"]))
+            names = set(METRIC_NAME.findall(target["expr"]))
             assert names, (panel["title"], target["expr"])
-            assert names <= exported, (panel["title"], names - exported)
+            unknown = names - exported - TRITON_REQUEST_METRICS - TRITON_GPU_METRICS
+            assert not unknown, (panel["title"], unknown)
             used |= names
     for wanted in (
         "natriton_requests_total",
@@ -278,5 +316,29 @@ def test_dashboard_uses_only_exported_metrics() -> None:
         "natriton_triton_call_seconds_bucket",
         "natriton_ingest_cache_hits_total",
         "natriton_router_breaker_state",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        *TRITON_REQUEST_METRICS,
+        *TRITON_GPU_METRICS,
     ):
         assert wanted in used, wanted
+
+
+def test_every_service_panel_follows_the_service_variable() -> None:
+    """Panels about the mesh's services filter by ``$service`` (the dashboard is one per service and model)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    per_service = ("natriton_requests_total", "natriton_request_errors_total", "natriton_handling_seconds", "process_")
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            if any(name in expr for name in per_service):
+                assert '{service=~"$service"}' in expr, (panel["title"], expr)
+
+
+def test_process_metrics_carry_the_service_label() -> None:
+    runtime = ServiceRuntime("preprocess", "1.2.3", CommonSettings(instance_id="p"))
+    scrape = samples(generate_latest(registry_for(runtime)))
+    cpu = value(scrape, "process_cpu_seconds_total", service="preprocess")
+    assert cpu > 0
+    assert value(scrape, "process_resident_memory_bytes", service="preprocess") > 10_000_000
+    assert value(scrape, "process_open_fds", service="preprocess") >= 3

@@ -35,7 +35,9 @@ def test_requests_decode_from_msgpack_and_json() -> None:
         b'{"type": "model_control", "action": "load", "model": ""}',
         b'{"type": "model_control", "action": "load", "model": ".."}',
         b"\xc1",
+        b'{"type": "model_control", "action": "load", "model": "noop", "junk": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
     ],
+    ids=lambda data: data[:40].decode("latin-1"),
 )
 def test_bad_requests_are_invalid_argument(data: bytes) -> None:
     with pytest.raises(MeshError) as caught:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 import zlib
+from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 from skimage import data as skdata
 from skimage.transform import resize as sk_resize
 
 from natriton.errors import ErrorCode, MeshError
-from natriton.messages import ModelInfo, TensorSpec
+from natriton.messages import ModelInfo, Tensor, TensorSpec
 from natriton.profiles import ColorOrder, EmbedderProfile, ImageSpec, RawProfile, ResizeMode, build_profile
 from natriton.tensors import check_against_specs, to_array, to_tensor
 from natriton_preprocess.logic import (
@@ -24,6 +26,7 @@ from natriton_preprocess.logic import (
     image_to_tensor,
     prepare_image,
     resize_and_crop,
+    scan_limit,
     to_rgb,
 )
 
@@ -544,3 +547,230 @@ def test_crop_layout_also_reports_the_original_size(coffee_jpeg: bytes) -> None:
     tensor, size = prepare_image(coffee_jpeg, image_spec_of(MOBILENET), LIMITS)
     assert tensor.shape == (1, 224, 224, 3)
     assert size == (600, 400)
+
+
+def test_resize_work_is_the_output_size_whatever_the_input_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 100000x10 PNG (3 KB) once became a 2,560,000x256 image before the crop (seconds, gigabytes): only the
+    crop's region is resampled now, straight to the model's size, and the result equals resize-then-crop."""
+    layout = ImageSpec(input="IN", datatype="UINT8", height=224, width=224, channels_last=True, resize_shorter=256)
+    requested: list[tuple[int, int]] = []
+    original_resize = Image.Image.resize
+
+    def recording_resize(self: Image.Image, size: tuple[int, int], *args: Any, **kwargs: Any) -> Image.Image:
+        requested.append(size)
+        return original_resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", recording_resize)
+    narrow = resize_and_crop(Image.new("RGB", (100_000, 10), (120, 50, 30)), layout)
+    assert narrow.shape == (224, 224, 3) and (narrow == (120, 50, 30)).all()
+    assert requested == [(224, 224)]
+
+    photo = Image.fromarray(skdata.coffee())  # type: ignore[no-untyped-call]
+    width, height = photo.size
+    scale = 256 / min(width, height)
+    full = (round(width * scale), round(height * scale))
+    left, top = (full[0] - 224) // 2, (full[1] - 224) // 2
+    expected = np.asarray(
+        original_resize(photo, full, Image.Resampling.BILINEAR).crop((left, top, left + 224, top + 224))
+    )
+    assert np.array_equal(resize_and_crop(photo, layout), expected)
+
+
+# ------------------------------------------------------------------------------------------------
+# what decoding costs: hostile files are refused before the work, every failure is typed
+# ------------------------------------------------------------------------------------------------
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _with_chunks(png: bytes, chunks: bytes, *, after_pixels: bool = False) -> bytes:
+    """``png`` with ``chunks`` added after IHDR, or just before IEND."""
+    at = len(png) - 12 if after_pixels else 8 + 25
+    return png[:at] + chunks + png[at:]
+
+
+def _no_pixels_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any pixel decoding (``ImageFile.load``) fail the test: a refusal must come before it."""
+
+    def refuse(self: ImageFile.ImageFile) -> None:
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+
+
+def _progressive(size: tuple[int, int], extra_scans: int = 0) -> bytes:
+    """A progressive JPEG of one grey; ``extra_scans`` repeats its last scan (each repeat costs a pass over every
+    pixel: 1,000 of them on 23 MP took 14 s to decode, in a 130 KB file)."""
+    data = _encode(Image.new("L", size, 128), "JPEG", progressive=True)
+    last_scan = data[data.rindex(b"\xff\xda") : -2]
+    return data[:-2] + last_scan * extra_scans + b"\xff\xd9"
+
+
+def test_scan_limit_scales_with_the_pixels() -> None:
+    assert scan_limit(24_000_000, LIMITS) == 32
+    assert scan_limit(12_000_000, LIMITS) == 64
+    assert scan_limit(1_000_000, LIMITS) == 256  # the cap: every scan also has a fixed cost
+    assert scan_limit(64, LIMITS) == 256
+
+
+def test_progressive_jpeg_with_too_many_scans_is_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    bomb = _progressive((4800, 4800), extra_scans=1000)
+    assert len(bomb) < 200_000
+    _no_pixels_decoded(monkeypatch)
+    err = _error(decode_image, bomb, LIMITS)
+    assert err.code is ErrorCode.PAYLOAD_TOO_LARGE
+    assert "1006 scans" in err.message and "limit is 33" in err.message
+
+
+def test_small_progressive_jpeg_with_many_scans_is_refused_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_pixels_decoded(monkeypatch)
+    err = _error(decode_image, _progressive((64, 64), extra_scans=300), LIMITS)
+    assert err.code is ErrorCode.PAYLOAD_TOO_LARGE
+    assert "limit is 256" in err.message
+
+
+@pytest.mark.parametrize("size", [(6000, 4000), (64, 64)])
+def test_ordinary_progressive_jpegs_decode(size: tuple[int, int], coffee: np.ndarray) -> None:
+    assert decode_image(_progressive(size), LIMITS, 256).mode == "RGB"  # Pillow writes 6 scans (10 in colour)
+    photo = _encode(coffee, "JPEG", progressive=True, optimize=True)
+    assert decode_image(photo, LIMITS).size == (600, 400)
+
+
+@pytest.mark.parametrize(
+    "padding",
+    [
+        b"\xff" * 5000,  # fill bytes before a marker (Pillow reads them one at a time)
+        b"\xff\xfe\x00\x02" * 2000,  # empty comments
+        b"\xff\xe1\x00\x02" * 2000,  # empty APP1 segments
+        b"\xff\xfe\x00\x02" + b"\x00" * 5000,  # junk between segments
+    ],
+    ids=["fill-bytes", "comments", "app1", "junk"],
+)
+def test_jpeg_headers_of_thousands_of_pieces_are_refused_unparsed(
+    padding: bytes, coffee_jpeg: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """4 MB of them took Pillow's marker loop (Python) 1 to 1.5 s."""
+    monkeypatch.setattr(Image, "open", lambda *args, **kwargs: pytest.fail("Pillow parsed the header"))
+    err = _error(decode_image, coffee_jpeg[:2] + padding + coffee_jpeg[2:], LIMITS)
+    assert err.code is ErrorCode.PAYLOAD_TOO_LARGE
+    assert "1024 marker segments" in err.message
+
+
+def test_jpeg_with_a_few_hundred_segments_decodes(coffee_jpeg: bytes) -> None:
+    data = coffee_jpeg[:2] + b"\xff\xfe\x00\x05abc" * 300 + b"\xff" * 100 + coffee_jpeg[2:]
+    assert decode_image(data, LIMITS).size == (600, 400)
+
+
+def test_png_with_too_many_metadata_chunks_is_refused_unparsed(
+    coffee_png: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = _chunk(b"tEXt", b"k\x00v")
+    assert decode_image(_with_chunks(coffee_png, text * 60), LIMITS).size == (600, 400)
+    monkeypatch.setattr(Image, "open", lambda *args, **kwargs: pytest.fail("Pillow parsed the chunks"))
+    for after_pixels in (False, True):
+        err = _error(decode_image, _with_chunks(coffee_png, text * 70, after_pixels=after_pixels), LIMITS)
+        assert err.code is ErrorCode.PAYLOAD_TOO_LARGE
+        assert "64 chunks that are not pixel data" in err.message
+
+
+def _split_pixel_data(png: bytes, pieces: int) -> bytes:
+    """``png`` (one IDAT chunk) with its pixel data split over ``pieces`` IDAT chunks."""
+    start = png.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", png[start : start + 4])
+    data = png[start + 8 : start + 8 + length]
+    step = -(-len(data) // pieces)
+    split = b"".join(_chunk(b"IDAT", data[i : i + step]) for i in range(0, len(data), step))
+    return png[:start] + split + png[start + 12 + length :]
+
+
+def test_png_of_too_many_chunks_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    png = _encode(Image.new("RGB", (120, 100), "red"), "PNG", compress_level=0)  # 36 KB of pixel data
+    assert png.count(b"IDAT") == 1
+    assert to_array(image_to_tensor(_split_pixel_data(png, 1000), image_spec_of(MOBILENET), LIMITS))[0, 0, 0, 0] == 255
+    monkeypatch.setattr(Image, "open", lambda *args, **kwargs: pytest.fail("Pillow parsed the chunks"))
+    split = _split_pixel_data(png, 40_000)  # a byte each
+    assert split.count(b"IDAT") > 16_384
+    err = _error(decode_image, split, LIMITS)
+    assert err.code is ErrorCode.PAYLOAD_TOO_LARGE
+    assert "16384 chunks" in err.message
+
+
+@pytest.mark.parametrize("kind", [b"zTXt", b"iCCP"])
+@pytest.mark.parametrize("after_pixels", [False, True], ids=["before-pixels", "after-pixels"])
+def test_compressed_chunk_bombs_are_invalid_argument(kind: bytes, after_pixels: bool, coffee_png: bytes) -> None:
+    """50 MB of zeros in 49 KB: Pillow refuses to inflate it with a ValueError, which once escaped as ``internal``."""
+    bomb = _chunk(kind, b"k\x00\x00" + zlib.compress(bytes(50_000_000), 9))
+    err = _error(decode_image, _with_chunks(coffee_png, bomb, after_pixels=after_pixels), LIMITS)
+    assert err.code is ErrorCode.INVALID_ARGUMENT
+    assert "too large" in err.message.lower() and err.message.isprintable()
+
+
+def test_animated_png_decodes_its_first_frame_only() -> None:
+    frames = [Image.new("RGB", (64, 48), color) for color in ("red", "blue", "green")] * 50
+    data = _encode(frames[0], "PNG", save_all=True, append_images=frames[1:])
+    assert data.count(b"fdAT") > 64  # more chunks than a still PNG may have, all of them after the first frame
+    decoded = decode_image(data, LIMITS)
+    assert decoded.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_mpo_decodes_its_first_picture() -> None:
+    """A JPEG with more pictures after it (phones, 3D cameras): Pillow calls it MPO."""
+    first, second = Image.new("RGB", (64, 48), "red"), Image.new("RGB", (64, 48), "blue")
+    data = _encode(first, "MPO", save_all=True, append_images=[second])
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    decoded = decode_image(data, LIMITS)
+    assert decoded.size == (64, 48)
+    assert decoded.getpixel((10, 10))[0] > 200
+
+
+def test_palette_with_transparency_becomes_its_colours() -> None:
+    image = Image.new("P", (16, 16), 1)
+    image.putpalette([0, 0, 0, 10, 200, 30] + [0, 0, 0] * 254)
+    decoded = decode_image(_encode(image, "PNG", transparency=1), LIMITS)
+    assert decoded.mode == "RGB" and decoded.getpixel((3, 3)) == (10, 200, 30)
+
+
+def test_32_bit_grey_is_clipped_to_sixteen_bits() -> None:
+    wide = Image.fromarray(np.array([[-5, 0, 65535, 70000]] * 8, dtype=np.int32).repeat(2, axis=1))
+    assert wide.mode == "I"
+    assert np.asarray(to_rgb(wide))[0, ::2, 0].tolist() == [0, 0, 255, 255]
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "PCX", "TGA", "PPM"])
+def test_other_pillow_formats_are_never_parsed(fmt: str) -> None:
+    """Only the JPEG and PNG plugins read a producer's bytes."""
+    err = _error(decode_image, _encode(Image.new("RGB", (32, 32), "red"), fmt), LIMITS)
+    assert err.code is ErrorCode.INVALID_ARGUMENT
+    assert "not a decodable image" in err.message
+
+
+def test_extreme_aspect_ratio_costs_its_pixels_only() -> None:
+    """A 2,400,000x10 PNG (24 MP in a few KB) is decoded and shaped like any 24 MP image: the aspect ratio adds no
+    cost since only the crop's box is resampled (and a stretch resamples each output pixel's share)."""
+    wide = _encode(Image.new("L", (2_400_000, 10), 90), "PNG", compress_level=9)
+    assert len(wide) < 100_000
+    for model in (MOBILENET, SSD):
+        tensor, size = prepare_image(wide, image_spec_of(model), LIMITS)
+        assert size == (2_400_000, 10)
+        assert (to_array(tensor) == 90).all()
+
+
+def test_many_tensors_of_one_name_are_refused_at_once() -> None:
+    """Finding the repeated names once took a pass over all the tensors per tensor: 50,000 took minutes."""
+    tensors = tuple(to_tensor("IMAGE", np.zeros((1, 1), dtype=np.uint8)) for _ in range(50_000))
+    started = time.perf_counter()
+    err = _error(check_tensors, tensors, MOBILENET)
+    assert time.perf_counter() - started < 1.0
+    assert err.code is ErrorCode.INVALID_ARGUMENT
+    assert "['IMAGE'] sent more than once" in err.message
+
+
+def test_error_messages_show_a_bounded_part_of_what_was_sent() -> None:
+    """Names, datatypes and shapes come from the producer; the message also travels in a NATS header."""
+    odd = Tensor(name="n\r\n" * 10_000, datatype="FP32\r\nX: y" * 1000, shape=(1,) * 20_000, data=b"")
+    for tensors in [(odd,), (odd, odd), (to_tensor("IMAGE", np.zeros((1, 224, 224, 3), np.uint8)), odd)]:
+        err = _error(check_tensors, tensors, MOBILENET)
+        assert err.message.isprintable() and len(err.message) < 600, err.message[:200]
+    wrong_type = Tensor(name="IMAGE", datatype="FP32\n" * 100, shape=(1, 224, 224, 3), data=b"")
+    err = _error(check_tensors, (wrong_type,), MOBILENET)
+    assert err.message.isprintable() and len(err.message) < 600

@@ -338,3 +338,23 @@ def test_lost_probe_does_not_wedge_the_breaker() -> None:
     breaker.check("m")  # the probe goes out... and its outcome is never recorded
     clock.advance(60.0)  # many reset periods later, another probe should be allowed
     breaker.check("m")
+
+
+def test_probe_now_ends_the_wait_of_an_open_breaker() -> None:
+    breaker, clock = _breaker(threshold=2, reset_after_s=30.0)
+    _open(breaker)
+    clock.advance(1.0)
+    _refusal(breaker)
+    breaker.probe_now()  # Triton says the model is ready again
+    assert breaker.state == "half_open"
+    breaker.check("m")  # the probe goes through at once
+    _refusal(breaker)  # only one probe at a time
+    breaker.probe_now()  # a probe is out already: nothing changes
+    breaker.record_success()
+    assert breaker.state == "closed"
+
+
+def test_probe_now_leaves_a_closed_breaker_closed() -> None:
+    breaker, _ = _breaker()
+    breaker.probe_now()
+    assert breaker.state == "closed" and breaker.times_opened == 0

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
 import pytest
@@ -24,6 +30,7 @@ from natriton.settings import (
 from natriton_ingest.settings import Settings as IngestSettings
 from natriton_postprocess.settings import Settings as PostprocessSettings
 from natriton_preprocess.settings import Settings as PreprocessSettings
+from natriton_router.settings import GrpcTls
 from natriton_router.settings import Settings as RouterSettings
 
 SERVICE_SETTINGS: dict[str, type[CommonSettings]] = {
@@ -236,7 +243,7 @@ def test_describe_masks_credentials_in_urls() -> None:
     d = describe(s)
     assert d["nats_url"] == "nats://***@host:4222"
     assert d["redis_url"] == "redis://***@cache:6379/0"
-    assert "pass" not in repr(d)
+    assert ":pass@" not in repr(d)  # (field names such as redis_password_file do say "pass")
     assert "s3cret" not in repr(d)
     # the settings themselves are untouched
     assert s.nats_url == "nats://user:pass@host:4222"
@@ -426,3 +433,165 @@ def test_no_setting_of_one_service_is_taken_for_a_typo_by_another(reader: str) -
     }
     typos = [u for u in unknown_variables(reader_type, foreign) if u.typo]
     assert typos == [], f"rename one of these settings; they are {TYPO_MAX_EDITS} edits or fewer apart: {typos}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Security settings: NATS NKey/TLS/inbox, Redis ACL password file and TLS, Triton TLS; secrets never shown
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("redis://natriton:pw@h:6379/0", "redis://***@h:6379/0"),
+        ("rediss://h:6380/0?password=pw&ssl_ca_certs=/ca.pem", "rediss://h:6380/0?password=***&ssl_ca_certs=/ca.pem"),
+        ("nats://h:4222?token=abc", "nats://h:4222?token=***"),
+        ("rtsp://cam/live?user=x&auth=zzz#frag", "rtsp://cam/live?user=x&auth=***#frag"),
+        ("http://h/path?passwords_ok=1", "http://h/path?passwords_ok=1"),  # only exact parameter names
+    ],
+)
+def test_redact_masks_secrets_in_query_strings(value: str, expected: str) -> None:
+    assert redact("url", value) == expected
+
+
+def test_the_redis_password_comes_from_its_file_and_is_never_shown(tmp_path: Path) -> None:
+    secret = tmp_path / "redis-password"
+    secret.write_text("p@ss/w:rd\n")  # characters that must be escaped in a URL
+    s = load_settings(
+        CommonSettings,
+        environ={
+            "NATRITON_REDIS_URL": "rediss://natriton@cache:6380/0",
+            "NATRITON_REDIS_PASSWORD_FILE": str(secret),
+            "NATRITON_REDIS_TLS_CA_FILE": "/tls/ca.pem",
+            "NATRITON_REDIS_TLS_CERT_FILE": "/tls/svc.pem",
+            "NATRITON_REDIS_TLS_KEY_FILE": "/tls/svc-key.pem",
+        },
+    )
+    parsed = urlsplit(s.redis_url)
+    assert parsed.scheme == "rediss" and parsed.hostname == "cache" and parsed.port == 6380
+    assert parsed.username == "natriton" and unquote(parsed.password or "") == "p@ss/w:rd"
+    assert parse_qs(parsed.query) == {
+        "ssl_ca_certs": ["/tls/ca.pem"],
+        "ssl_certfile": ["/tls/svc.pem"],
+        "ssl_keyfile": ["/tls/svc-key.pem"],
+    }
+    shown = describe(s)
+    assert shown["redis_url"].startswith("rediss://***@cache:6380/0?ssl_ca_certs=")
+    assert "p%40ss" not in repr(shown) and "rd" not in shown["redis_url"].split("?")[0]
+    assert shown["redis_password_file"] == str(secret)  # the path is no secret
+
+
+def test_a_password_file_replaces_the_password_in_the_url(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("new")
+    s = load_settings(
+        CommonSettings,
+        environ={"NATRITON_REDIS_URL": "redis://:old@cache:6379/0", "NATRITON_REDIS_PASSWORD_FILE": str(secret)},
+    )
+    assert s.redis_url == "redis://:new@cache:6379/0"
+
+
+def test_an_unreadable_secret_file_is_a_settings_error_that_shows_no_secret(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"cannot read secret file .*missing"):
+        load_settings(CommonSettings, environ={"NATRITON_REDIS_PASSWORD_FILE": str(tmp_path / "missing")})
+
+
+@pytest.mark.parametrize(
+    ("env", "mentions"),
+    [
+        ({"NATRITON_REDIS_TLS_CA_FILE": "/ca.pem"}, "rediss://"),  # TLS files with a plaintext URL
+        ({"NATRITON_NATS_TLS_CERT_FILE": "/c.pem"}, "nats_tls_key_file"),  # a certificate without its key
+        (
+            {"NATRITON_REDIS_URL": "rediss://h", "NATRITON_REDIS_TLS_KEY_FILE": "/k.pem"},
+            "redis_tls_cert_file",
+        ),
+        ({"NATRITON_NATS_INBOX_PREFIX": "_INBOX..x"}, "nats_inbox_prefix"),
+        ({"NATRITON_NATS_INBOX_PREFIX": "_INBOX x"}, "nats_inbox_prefix"),
+    ],
+)
+def test_inconsistent_security_settings_fail_fast(env: dict[str, str], mentions: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(mentions)):
+        load_settings(CommonSettings, environ=env)
+
+
+def test_nats_options_carry_credentials_tls_and_the_inbox_prefix(tmp_path: Path) -> None:
+    from natriton_dev.certs import TestCA
+
+    ca = TestCA.create(tmp_path)
+    client = ca.issue("ingest")
+    s = load_settings(
+        CommonSettings,
+        environ={
+            "NATRITON_NATS_URL": "tls://nats:4222",
+            "NATRITON_NATS_NKEY_SEED_FILE": "/run/secrets/ingest.nk",
+            "NATRITON_NATS_CREDS_FILE": "/run/secrets/ingest.creds",
+            "NATRITON_NATS_TLS_CA_FILE": str(ca.cert_file),
+            "NATRITON_NATS_TLS_CERT_FILE": str(client.cert_file),
+            "NATRITON_NATS_TLS_KEY_FILE": str(client.key_file),
+            "NATRITON_NATS_INBOX_PREFIX": "_INBOX.ingest",
+        },
+    )
+    options = s.nats_options()
+    assert options["nkeys_seed"] == "/run/secrets/ingest.nk"  # nats-py reads the file: no seed in memory here
+    assert options["user_credentials"] == "/run/secrets/ingest.creds"
+    assert options["inbox_prefix"] == "_INBOX.ingest"
+    context = options["tls"]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert len(context.get_ca_certs()) == 1  # the given CA only, not the system's
+    described = describe(s)
+    assert described["nats_nkey_seed_file"] == "/run/secrets/ingest.nk"  # paths are shown, as --check-config prints
+
+
+def test_by_default_nats_gets_no_security_options() -> None:
+    assert load_settings(CommonSettings, environ={}).nats_options() == {}
+
+
+def test_a_bad_client_certificate_fails_when_the_context_is_made(tmp_path: Path) -> None:
+    s = load_settings(
+        CommonSettings,
+        environ={
+            "NATRITON_NATS_TLS_CERT_FILE": str(tmp_path / "nope.pem"),
+            "NATRITON_NATS_TLS_KEY_FILE": str(tmp_path / "nope-key.pem"),
+        },
+    )
+    with pytest.raises(OSError):
+        s.nats_options()
+
+
+def test_router_triton_tls_from_its_settings() -> None:
+    assert load_settings(RouterSettings, environ={}).triton_grpc_tls() is None
+    plain_tls = load_settings(RouterSettings, environ={"NATRITON_TRITON_TLS": "true"}).triton_grpc_tls()
+    assert plain_tls == GrpcTls()  # TLS with gRPC's default roots
+    mutual = load_settings(
+        RouterSettings,
+        environ={
+            "NATRITON_TRITON_TLS_CA_FILE": "/ca.pem",
+            "NATRITON_TRITON_TLS_CERT_FILE": "/router.pem",
+            "NATRITON_TRITON_TLS_KEY_FILE": "/router-key.pem",
+        },
+    ).triton_grpc_tls()
+    assert mutual == GrpcTls("/ca.pem", "/router.pem", "/router-key.pem")
+    with pytest.raises(SettingsError, match="triton_tls_cert_file"):
+        load_settings(RouterSettings, environ={"NATRITON_TRITON_TLS_KEY_FILE": "/k.pem"})
+
+
+def test_check_config_prints_no_secret(tmp_path: Path) -> None:
+    """What ``--check-config`` prints (the same describe() as the startup log line)."""
+    secret = tmp_path / "redis-password"
+    secret.write_text("hunter2-redis")
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "NATRITON_NATS_URL": "tls://svc:hunter2-nats@nats:4222",
+        "NATRITON_REDIS_URL": "rediss://natriton@redis:6380/0",
+        "NATRITON_REDIS_PASSWORD_FILE": str(secret),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "natriton_postprocess", "--check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "hunter2" not in done.stdout + done.stderr
+    assert "NATRITON_REDIS_URL=rediss://***@redis:6380/0" in done.stdout
+    assert "NATRITON_NATS_URL=tls://***@nats:4222" in done.stdout

@@ -12,13 +12,21 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import SpanKind, StatusCode
 
 from natriton.errors import ErrorCode, MeshError
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton.settings import CommonSettings
-from natriton.telemetry import extract, hop_span, inject, mark_error, process_attributes, send_span
+from natriton.telemetry import (
+    extract,
+    hop_span,
+    inject,
+    mark_error,
+    process_attributes,
+    send_span,
+    unsampled_child,
+)
 from natriton_router.triton import TritonGateway
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -139,6 +147,7 @@ async def test_the_runtime_processes_and_sends_by_the_conventions(
     monkeypatch.setattr("natriton.runtime.nats.connect", connect)
     rt = ServiceRuntime("demo", "0.1.0", CommonSettings(instance_id="copy-1"))
     rt.tracer = provider.get_tracer("natriton.demo")
+    rt.only_sampled_parents = False  # this tracer records every span, sampled parent or not
     await rt.connect()
 
     async def handler(inbound: Inbound) -> None:
@@ -198,3 +207,27 @@ async def test_the_triton_call_carries_the_current_span_as_traceparent(
     assert carried.span_id == context.span_id and carried.trace_flags.sampled
     await gateway.infer("demo", "1", inputs, ("OUT",))  # outside any span: no metadata
     assert stub.calls[1]["headers"] is None
+
+
+def test_a_hop_of_an_unsampled_trace_gets_its_span_without_the_sdk() -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+    span = unsampled_child({"traceparent": parent})
+    assert span is not None and not span.is_recording()
+    ctx = span.get_span_context()
+    assert format(ctx.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"  # the same trace
+    assert ctx.span_id not in (0, 0xB7AD6B7169203331) and not ctx.trace_flags.sampled
+    # what the SDK makes for the same parent under parentbased_always_off: a non-recording child in the same trace
+    sdk = TracerProvider(sampler=ParentBased(ALWAYS_OFF)).get_tracer("t")
+    with hop_span(sdk, "hop", {"traceparent": parent}) as made:
+        assert not made.is_recording() and made.get_span_context().trace_id == ctx.trace_id
+    fresh = unsampled_child({})
+    assert fresh is not None and fresh.get_span_context().trace_id != 0  # no parent: a new trace
+    for left_to_the_sdk in (
+        {"traceparent": parent[:-2] + "01"},  # sampled: recorded
+        {"traceparent": parent, "tracestate": "k=v"},
+        {"traceparent": "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b71692033-00"},
+        {"traceparent": "00-00000000000000000000000000000000-b7ad6b7169203331-00"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c8031zz-b7ad6b7169203331-00"},
+    ):
+        assert unsampled_child(left_to_the_sdk) is None, left_to_the_sdk

@@ -220,8 +220,9 @@ class ModelCatalog(BucketView[ModelInfo]):
         if not version:
             version = info.latest_version
         if version not in info.versions:
+            ready = list(info.versions)
             raise MeshError(
-                ErrorCode.NOT_FOUND, f"model {name!r} has no ready version {version!r} (ready: {list(info.versions)})"
+                ErrorCode.NOT_FOUND, f"model {name!r} has no ready version {_shown(version)} (ready: {ready})"
             )
         return info, version
 

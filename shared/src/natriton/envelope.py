@@ -7,6 +7,7 @@ one form (absolute Unix epoch milliseconds) everywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -26,6 +27,8 @@ class Envelope:
     """Absolute deadline, Unix epoch milliseconds."""
     reply_to: str
     """The subject of the ingest copy that owns the request and answers the producer."""
+    ack_to: str = ""
+    """A frame from a JetStream stream: the subject that acknowledges it once answered ('' for requests)."""
 
     @classmethod
     def from_headers(cls, headers: dict[str, str]) -> Envelope:
@@ -36,18 +39,31 @@ class Envelope:
                 request_id=headers.get(h.REQUEST_ID, ""),
                 deadline_ms=int(headers[h.DEADLINE]),
                 reply_to=headers[h.REPLY_TO],
+                ack_to=headers.get(h.ACK_TO, ""),
             )
         except (KeyError, ValueError) as exc:
             raise invalid_argument(f"internal message without a valid envelope ({exc})") from exc
 
+    @classmethod
+    def from_message(cls, headers: dict[str, str], reply: str) -> Envelope:
+        """The envelope of a received message; one a JetStream consumer delivered (its reply subject is
+        ``$JS.ACK.…``) is acknowledged there once answered."""
+        envelope = cls.from_headers(headers)
+        if reply.startswith(h.JETSTREAM_ACK_PREFIX) and not envelope.ack_to:
+            return dataclasses.replace(envelope, ack_to=reply)
+        return envelope
+
     def to_headers(self) -> dict[str, str]:
         """The envelope as NATS headers for the next hop (add ``traceparent`` with telemetry.inject)."""
-        return {
+        out = {
             h.MESH_ID: self.mesh_id,
             h.REQUEST_ID: self.request_id,
             h.DEADLINE: str(self.deadline_ms),
             h.REPLY_TO: self.reply_to,
         }
+        if self.ack_to:
+            out[h.ACK_TO] = self.ack_to
+        return out
 
     def remaining_ms(self) -> float:
         """Milliseconds left before the deadline (negative once it has passed)."""

@@ -27,6 +27,12 @@ REPLY_TO: Final = "Natriton-Reply-To"
 MESH_ID: Final = "Natriton-Mesh-Id"
 """Internal: the id ingest gives every request it accepts; replies are correlated on it (never on the
 producer's ``Natriton-Request-Id``, which producers may reuse)."""
+ACK_TO: Final = "Natriton-Ack-To"
+"""Internal: the JetStream acknowledgement subject of a frame taken from a stream. The hop that sends the frame's
+answer to its owner acknowledges it there, so a frame is acknowledged only once it is answered: a copy that dies
+with the frame leaves it unacknowledged, and JetStream delivers it again."""
+JETSTREAM_ACK_PREFIX: Final = "$JS.ACK."
+"""The reply subject of a message delivered by a JetStream consumer (publishing to it acknowledges the message)."""
 
 
 def remaining_ms(headers: dict[str, str] | None) -> float | None:

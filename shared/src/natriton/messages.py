@@ -7,6 +7,7 @@ package, and re-exported here. Everything defined in this module flows between t
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Final, Literal, TypeAlias
 
 import msgspec
@@ -45,6 +46,8 @@ __all__ = [
     "Detections",
     "Embedding",
     "ErrorReply",
+    "FrameRef",
+    "FrameTask",
     "ImageInput",
     "InferRequest",
     "InferResponse",
@@ -63,6 +66,14 @@ __all__ = [
     "Reply",
     "Result",
     "RoutePolicy",
+    "SourceState",
+    "StreamControl",
+    "StreamControlAnswer",
+    "StreamControlReply",
+    "StreamInfo",
+    "StreamMode",
+    "StreamSource",
+    "StreamStatus",
     "Tensor",
     "TensorInput",
     "TensorSpec",
@@ -96,6 +107,29 @@ class PreprocessTask(msgspec.Struct, tag="preprocess_task", **_STRUCT_OPTIONS):
 
     job: Job
     input: InputPayload
+
+
+class FrameRef(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a frame's pixels are (a claim check: the pixels are stored once, hops carry this reference)."""
+
+    key: str
+    """The key in the frame store (:mod:`natriton.claimcheck`)."""
+    width: int
+    height: int
+    encoding: Literal["rgb24", "jpeg", "image"] = "rgb24"
+    """``rgb24``: height x width x 3 bytes, row-major; ``jpeg``: a JPEG file; ``image``: a producer's encoded image
+    (any format preprocess decodes; width and height 0 until decoded)."""
+    size: int = 0
+    """Bytes stored."""
+
+
+class FrameTask(msgspec.Struct, tag="frame_task", **_STRUCT_OPTIONS):
+    """ingest (a camera's owner) → preprocess, through a JetStream frames stream: one frame to analyse."""
+
+    job: Job
+    frame: FrameRef
+    camera: str
+    frame_number: int
 
 
 class InferTask(msgspec.Struct, tag="infer_task", **_STRUCT_OPTIONS):
@@ -197,3 +231,90 @@ class ModelControlReply(msgspec.Struct, tag="model_control_reply", **_STRUCT_OPT
 
 ModelControlAnswer: TypeAlias = ModelControlReply | ErrorReply
 """The answer on ``natriton.v1.control.models``: the outcome, or a typed error."""
+
+
+# --------------------------------------------------------------------------------------------
+# Streams (cameras): sources in the KV bucket ``natriton_streams``, their status in ``natriton_stream_status``
+# --------------------------------------------------------------------------------------------
+class StreamMode(enum.StrEnum):
+    """How a camera's frames are delivered under backpressure."""
+
+    REALTIME = "realtime"
+    """Only the newest frame waits; older ones are dropped (and counted): latency stays bounded."""
+    RELIABLE = "reliable"
+    """Every frame is processed exactly once in the results, in order; lag is reported instead."""
+
+
+class SourceState(enum.StrEnum):
+    """Where a source is: being opened, delivering frames, lost (reconnecting with backoff), or at its end."""
+
+    CONNECTING = "connecting"
+    LIVE = "live"
+    LOST = "lost"
+    ENDED = "ended"
+
+
+class StreamSource(msgspec.Struct, tag="stream_source", **_STRUCT_OPTIONS):
+    """A camera to read: a video file, an RTSP/HTTP stream, or a folder of images, and how to analyse it."""
+
+    camera: str
+    """The camera's id: 1 to 64 of ``A-Z a-z 0-9 _ -`` (it is a subject token and a KV key)."""
+    url: str
+    """``rtsp://``, ``http(s)://``, a file path (mp4, avi, mkv) or a directory of images."""
+    model: str = "face_detector"
+    """The detector that analyses the frames."""
+    fps: float = 0.0
+    """Frames per second to sample (by timestamps); 0 takes every frame."""
+    mode: StreamMode = StreamMode.REALTIME
+    change_gate: bool = True
+    """Reuse the last detections for frames that did not change beyond the gate's threshold."""
+    loop: bool = False
+    """Files only: start again at the end (frame numbers keep increasing)."""
+
+
+class StreamStatus(msgspec.Struct, tag="stream_status", **_STRUCT_OPTIONS):
+    """What a camera's owner last reported about its source."""
+
+    camera: str
+    state: SourceState
+    owner: str = ""
+    """The instance id of the ingest copy that reads the source."""
+    updated_ms: int = 0
+    """When this status was written, Unix epoch milliseconds."""
+    frames_read: int = 0
+    frames_emitted: int = 0
+    """Frames kept after sampling to ``fps``."""
+    reconnects: int = 0
+    last_error: str = ""
+    page: str = ""
+    """The owner's live page (``<NATRITON_PUBLIC_URL>/streams``): the camera's annotated frames and numbers; '' when
+    the owner serves no HTTP."""
+
+
+class StreamControl(msgspec.Struct, tag="stream_control", **_STRUCT_OPTIONS):
+    """Add (or replace) a camera, remove one, or list them (request/reply on ``natriton.v1.control.streams``)."""
+
+    action: Literal["add", "remove", "list"]
+    source: StreamSource | None = None
+    """``add``: the camera to read."""
+    camera: str = ""
+    """``remove``: the camera's id."""
+
+
+class StreamInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A camera and what its owner last reported (no status yet: no ingest copy has taken it)."""
+
+    source: StreamSource
+    status: StreamStatus | None = None
+
+
+class StreamControlReply(msgspec.Struct, tag="stream_control_reply", **_STRUCT_OPTIONS):
+    """What a stream-control action did, and the cameras it concerns (all of them for ``list``)."""
+
+    action: str
+    message: str
+    streams: tuple[StreamInfo, ...] = ()
+
+
+StreamControlAnswer: TypeAlias = StreamControlReply | ErrorReply
+"""The answer on ``natriton.v1.control.streams``: the outcome, or a typed error."""

@@ -3,6 +3,8 @@
 ``GET /metrics`` (Prometheus text format), ``GET /healthz`` (200 while the event loop runs) and ``GET /readyz``
 (200 ``ready``, or 503 with the reason: connecting, starting, NATS disconnected, draining, or the app's own
 reason) on ``NATRITON_METRICS_HOST:NATRITON_METRICS_PORT``. :func:`natriton.service.run_service` starts it.
+An app may serve more paths there: ``runtime.http_routes`` maps a path prefix to an async :data:`RouteHandler`
+(ingest's live page, ``/streams``); the three paths above always answer as described.
 
 Nothing is counted twice: the numbers already kept for ``$SRV.STATS`` (the runtime's per-endpoint counters, the
 apps' caches, batchers, breakers, shadow counts) are read when Prometheus scrapes, by :class:`RuntimeCollector`
@@ -17,10 +19,12 @@ import asyncio
 import contextlib
 import logging
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
@@ -33,7 +37,11 @@ __all__ = [
     "Metric",
     "MetricsServer",
     "MetricsSource",
+    "ProcessResourceCollector",
     "ReadinessCheck",
+    "Request",
+    "Response",
+    "RouteHandler",
     "RuntimeCollector",
     "add_latency",
     "counter",
@@ -43,6 +51,7 @@ __all__ = [
     "histogram",
     "registry_for",
     "respond",
+    "route_for",
     "sizes_histogram",
     "with_label",
 ]
@@ -180,7 +189,19 @@ class RuntimeCollector(Collector):
         ready.add_metric([service], 0 if reason else 1)
         info = gauge("natriton_service_info", "Always 1: which version of a service this process runs.", [])
         info.add_metric([], 1)
-        yield from (received, requests, errors, in_flight, latency, ready)
+        outbox = runtime.outbox
+        sent = counter(
+            "natriton_wire_messages_sent",
+            "Messages published with publish_soon, by how they travelled: packed (as an item of a pack of several, "
+            "one NATS message per pack) or single.",
+            ("service", "how"),
+        )
+        sent.add_metric((service, "packed"), outbox.packed_items)
+        sent.add_metric((service, "single"), outbox.singles)
+        packs = counter("natriton_wire_packs_sent", "NATS messages that each carried several packed messages.", [])
+        packs.add_metric([], outbox.packs)
+        yield from (received, requests, errors, in_flight, latency, ready, sent)
+        yield with_label(packs, "service", service)
         yield with_label(with_label(info, "version", runtime.version), "service", service)
         if runtime.metrics_extension is not None:
             try:
@@ -192,10 +213,25 @@ class RuntimeCollector(Collector):
                 yield with_label(metric, "service", service)
 
 
+class ProcessResourceCollector(Collector):
+    """The standard ``process_*`` metrics (CPU seconds, resident memory, open file descriptors, start time), with
+    the ``service`` label like every other metric, so CPU per request is one PromQL division per service."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._process = ProcessCollector(registry=None)
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self._process.collect():
+            yield with_label(metric, "service", self.service)
+
+
 def registry_for(runtime: ServiceRuntime) -> CollectorRegistry:
-    """A fresh registry of one process: the runtime's (and through it the app's) metrics."""
+    """A fresh registry of one process: the runtime's (and through it the app's) metrics and the process's
+    resource use."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RuntimeCollector(runtime))
+    registry.register(ProcessResourceCollector(runtime.name))
     return registry
 
 
@@ -212,8 +248,52 @@ def first_reason(checks: Iterable[ReadinessCheck]) -> str:
 
 
 Response = tuple[int, str, bytes]
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+"""Status, content type and body."""
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    401: "Unauthorized",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 _TEXT = "text/plain; charset=utf-8"
+BUILTIN_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+"""Paths no route can take over."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One request to an app's route: the method, the path as sent (not decoded) and the query's values."""
+
+    method: str
+    path: str
+    query: Mapping[str, str] = field(default_factory=dict)
+    """The first value of each query parameter (decoded)."""
+
+    @classmethod
+    def parse(cls, method: str, target: str) -> Request:
+        """From the request line's method and target (``/path?query``)."""
+        path, _, query = target.partition("?")
+        return cls(method, path, dict(reversed(parse_qsl(query, keep_blank_values=True))))
+
+
+RouteHandler = Callable[[Request], Awaitable[Response]]
+"""An app's handler for the paths under one prefix (runs on the event loop: hand slow work to a thread)."""
+
+
+def route_for(routes: Mapping[str, RouteHandler], path: str) -> RouteHandler | None:
+    """The handler of the longest prefix in ``routes`` that is ``path`` itself or a folder of it
+    (``/streams`` takes ``/streams`` and ``/streams/a.jpg``, not ``/streamsx``); None for the built-in paths."""
+    if path in BUILTIN_PATHS:
+        return None
+    best = ""
+    for prefix in routes:
+        if (path == prefix or path.startswith(prefix.rstrip("/") + "/")) and len(prefix) > len(best):
+            best = prefix
+    return routes[best] if best else None
 
 
 def respond(method: str, path: str, registry: CollectorRegistry, not_ready: Callable[[], str]) -> Response:
@@ -232,18 +312,30 @@ def respond(method: str, path: str, registry: CollectorRegistry, not_ready: Call
 
 
 class MetricsServer:
-    """HTTP/1.0-style server (one request per connection) on the running event loop."""
+    """HTTP/1.0-style server (one request per connection) on the running event loop.
+
+    ``routes`` (prefix → handler) is read on every request, so an app may add routes after the server started.
+    """
 
     REQUEST_TIMEOUT_S = 5.0
+    WRITE_TIMEOUT_S = 60.0
     MAX_HEAD_BYTES = 16 * 1024
+    MAX_BODY_BYTES = 64 * 1024
 
     def __init__(
-        self, registry: CollectorRegistry, not_ready: Callable[[], str], host: str = "0.0.0.0", port: int = 9464
+        self,
+        registry: CollectorRegistry,
+        not_ready: Callable[[], str],
+        host: str = "0.0.0.0",
+        port: int = 9464,
+        *,
+        routes: Mapping[str, RouteHandler] | None = None,
     ) -> None:
         self.registry = registry
         self.not_ready = not_ready
         self.host = host
         self.port = port
+        self.routes: Mapping[str, RouteHandler] = {} if routes is None else routes
         """The port asked for; after :meth:`start` the one bound (``port=0`` binds any free port)."""
         self._server: asyncio.Server | None = None
 
@@ -272,11 +364,12 @@ class MetricsServer:
                     method = "GET"
                 else:
                     method = parts[0]
-                    status, content_type, body = respond(method, parts[1], self.registry, self.not_ready)
-                header = (
-                    f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: {content_type}\r\n"
-                    f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
-                )
+                    status, content_type, body = await self._answer(reader, head, method, parts[1])
+            header = (
+                f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+            )
+            async with asyncio.timeout(self.WRITE_TIMEOUT_S):  # a big body (a recording) to a slow client
                 writer.write(header.encode("latin-1") + (b"" if method == "HEAD" else body))
                 await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
@@ -287,3 +380,31 @@ class MetricsServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def _answer(self, reader: asyncio.StreamReader, head: bytes, method: str, target: str) -> Response:
+        """The built-in paths, else an app's route, else 404."""
+        handler = route_for(self.routes, target.split("?", 1)[0])
+        if handler is None:
+            return respond(method, target, self.registry, self.not_ready)
+        length = _content_length(head)
+        if length > self.MAX_BODY_BYTES:
+            return 400, _TEXT, b"request body too large\n"
+        if length:  # no route reads a body; read it anyway, so closing does not reset the connection
+            await reader.readexactly(length)
+        try:
+            return await handler(Request.parse(method, target))
+        except Exception:
+            log.exception("http route %s failed", target.split("?", 1)[0][:200])
+            return 500, _TEXT, b"internal error\n"
+
+
+def _content_length(head: bytes) -> int:
+    """The request's Content-Length (0 when absent or malformed)."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            try:
+                return max(0, int(value.strip()))
+            except ValueError:
+                return 0
+    return 0

@@ -6,9 +6,10 @@ from typing import Final, TypeVar
 
 import msgspec
 
-from natriton import subjects
+from natriton import deadletters, subjects
 from natriton.envelope import Envelope
 from natriton.errors import MeshError, invalid_argument
+from natriton.headers import JETSTREAM_ACK_PREFIX
 from natriton.messages import Codec, ErrorReply, Reply
 from natriton.runtime import Handler, Inbound, ServiceRuntime
 from natriton.telemetry import inject
@@ -20,7 +21,7 @@ T = TypeVar("T")
 
 def decode_task(codec: Codec[T], inbound: Inbound) -> tuple[T, Envelope]:
     """Decode an internal message and its envelope; a malformed one is ``invalid_argument`` for its owner."""
-    envelope = Envelope.from_headers(inbound.headers)
+    envelope = Envelope.from_message(inbound.headers, inbound.reply)
     try:
         return codec.decode(inbound.data), envelope
     except msgspec.MsgspecError as exc:
@@ -41,18 +42,53 @@ def error_reply(request_id: str, error: MeshError) -> ErrorReply:
     )
 
 
-async def reply_to_owner(runtime: ServiceRuntime, envelope: Envelope, reply: Reply) -> None:
-    """Send a result or error to the ingest copy that accepted the request."""
+async def reply_to_owner(
+    runtime: ServiceRuntime, envelope: Envelope, reply: Reply, *, original: Inbound | None = None
+) -> None:
+    """Send a result or error to the ingest copy that accepted the request; then, for a frame from a stream, settle
+    it: an answer acknowledges it (JetStream need not deliver it again); an error is settled by
+    :func:`natriton.deadletters.settle_failure`: a permanent one (or a transient one on the last delivery) goes to
+    dead letters and is terminated, a transient one with deliveries left is delivered again after a delay and the
+    owner is not answered yet (that delivery answers it). ``original``: the message as taken from the stream, when
+    this hop took it (else the dead letter reads it from the stream)."""
+    if envelope.ack_to and isinstance(reply, ErrorReply):
+        settled = await deadletters.settle_failure(
+            runtime.nc,
+            envelope.ack_to,
+            reply.code,
+            reply.message,
+            retry_after_ms=reply.retry_after_ms,
+            original=deadletters.original_of(original) if original is not None else None,
+            writer=f"{runtime.name}/{runtime.instance_id}",
+        )
+        if settled is not deadletters.Settlement.RETRY:
+            await runtime.publish(envelope.reply_to, REPLY_CODEC.encode(reply), next_hop_headers(envelope))
+        return
+    if not envelope.ack_to:  # packed with the other answers for the same ingest copy in this turn
+        runtime.publish_soon(envelope.reply_to, REPLY_CODEC.encode(reply), next_hop_headers(envelope))
+        return
     await runtime.publish(envelope.reply_to, REPLY_CODEC.encode(reply), next_hop_headers(envelope))
+    await runtime.publish(envelope.ack_to, b"")
 
 
 async def reply_error_to_owner(runtime: ServiceRuntime, inbound: Inbound, error: MeshError) -> None:
-    """The ``on_error`` handler of every internal endpoint (a message without an envelope has no owner)."""
+    """The ``on_error`` handler of every internal endpoint (a message without an envelope has no owner; one taken
+    from a stream goes to dead letters, so that it is not delivered forever)."""
     try:
-        envelope = Envelope.from_headers(inbound.headers)
-    except MeshError:
+        envelope = Envelope.from_message(inbound.headers, inbound.reply)
+    except MeshError as exc:
+        if inbound.reply.startswith(JETSTREAM_ACK_PREFIX):  # no owner to answer, but a stream message to settle
+            await deadletters.settle_failure(
+                runtime.nc,
+                inbound.reply,
+                exc.code,  # invalid_argument: every delivery would fail the same way
+                exc.message,
+                original=deadletters.original_of(inbound),
+                writer=f"{runtime.name}/{runtime.instance_id}",
+            )
         return  # not a mesh request (a stray message): nobody waits for it
-    await reply_to_owner(runtime, envelope, error_reply(envelope.request_id, error))
+    original = inbound if inbound.reply and inbound.reply == envelope.ack_to else None
+    await reply_to_owner(runtime, envelope, error_reply(envelope.request_id, error), original=original)
 
 
 async def serve_stage(runtime: ServiceRuntime, stage: str, subject: str, handler: Handler) -> None:
@@ -62,5 +98,5 @@ async def serve_stage(runtime: ServiceRuntime, stage: str, subject: str, handler
         await reply_error_to_owner(runtime, inbound, error)
 
     await runtime.add_endpoint(
-        stage, subject, handler, queue_group=subjects.queue_group(runtime.name), on_error=on_error
+        stage, subject, handler, queue_group=subjects.queue_group(runtime.name), on_error=on_error, packed=True
     )

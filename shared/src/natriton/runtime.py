@@ -34,22 +34,39 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import nats
+import nats.aio.client as nats_client
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.nuid import NUID
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
 from natriton import headers as h
+from natriton import wirebatch
 from natriton.errors import ErrorCode, MeshError
 from natriton.logs import bind_request, unbind_request
-from natriton.metrics import LatencyHistogram, MetricsSource, ReadinessCheck, first_reason
+from natriton.metrics import LatencyHistogram, MetricsSource, ReadinessCheck, RouteHandler, first_reason
 from natriton.settings import CommonSettings
-from natriton.telemetry import TRACEPARENT, hop_span, mark_error, process_attributes, send_span, setup_tracing
+from natriton.subjects import heartbeat_subject
+from natriton.telemetry import (
+    TRACEPARENT,
+    hop_span,
+    mark_error,
+    only_sampled_parents,
+    process_attributes,
+    send_span,
+    setup_tracing,
+    unsampled_child,
+)
+from natriton_client.protocol import Heartbeat
 
 log = logging.getLogger(__name__)
+_HEARTBEATS = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +77,8 @@ class Inbound:
     data: bytes
     headers: dict[str, str]
     reply: str
+    received_s: float = field(default_factory=time.monotonic)
+    """When it was taken (``time.monotonic()``)."""
 
 
 Handler = Callable[[Inbound], Awaitable[None]]
@@ -202,8 +221,11 @@ class _Endpoint:
         on_overload: Handler | None,
         max_concurrency: int,
         traced: bool,
+        packed: bool = False,
     ) -> None:
         self.runtime = runtime
+        self.packed = packed
+        """Whether packs of several messages are unpacked (internal subjects only)."""
         self.name = name
         self.subject = subject
         self.queue_group = queue_group
@@ -217,8 +239,24 @@ class _Endpoint:
         self.subscription: Subscription | None = None
 
     async def dispatch(self, msg: Msg) -> None:
-        """Called by nats-py for each message, one at a time: hand it to a task and return."""
-        inbound = Inbound(subject=msg.subject, data=msg.data, headers=msg.headers or {}, reply=msg.reply)
+        """Called by nats-py for each message, one at a time: hand it (each of its items, when it is a pack from
+        :mod:`natriton.wirebatch` on a ``packed`` endpoint) to a task and return."""
+        headers = msg.headers or {}
+        if self.packed and wirebatch.BATCH_HEADER in headers:
+            try:
+                items = wirebatch.unpack(msg.data)
+            except msgspec.MsgspecError as exc:  # nobody to answer: a pack carries no envelope of its own
+                self.counters.received += 1
+                self.counters.failed += 1
+                self.counters.last_error = f"{ErrorCode.INVALID_ARGUMENT.value}: malformed pack: {exc}"
+                log.warning("%s %s: a malformed pack on %s: %s", self.runtime.name, self.name, msg.subject, exc)
+                return
+            for item in items:
+                await self._take(Inbound(subject=msg.subject, data=item.data, headers=item.headers, reply=msg.reply))
+            return
+        await self._take(Inbound(subject=msg.subject, data=msg.data, headers=headers, reply=msg.reply))
+
+    async def _take(self, inbound: Inbound) -> None:
         self.counters.received += 1
         if self.slots.locked() and self.on_overload is not None:
             self.counters.rejected += 1
@@ -236,7 +274,14 @@ class _Endpoint:
         started = time.perf_counter_ns()
         ids = bind_request(inbound.headers.get(h.REQUEST_ID, ""), inbound.headers.get(h.MESH_ID, ""))
         try:
-            if self.traced:
+            quick = unsampled_child(inbound.headers) if self.traced and self.runtime.only_sampled_parents else None
+            if quick is not None:  # a span nobody will see: made without the SDK, current while the handler runs
+                token = otel_context.attach(trace.set_span_in_context(quick))
+                try:
+                    await self.handler(inbound)
+                finally:
+                    otel_context.detach(token)
+            elif self.traced:
                 attributes = process_attributes(inbound.subject, self.queue_group, len(inbound.data))
                 with hop_span(
                     self.runtime.tracer, f"{self.runtime.name} {self.name}", inbound.headers, attributes=attributes
@@ -288,6 +333,8 @@ class ServiceRuntime:
         self.settings = settings
         self.tracer_provider: TracerProvider = setup_tracing(name, settings.instance_id, version)
         self.tracer: Tracer = self.tracer_provider.get_tracer(f"natriton.{name}", version)
+        self.only_sampled_parents = only_sampled_parents()
+        """No exporter and no sampler chosen: only hops of a producer's sampled trace record spans."""
         self._nc: NATS | None = None
         self.micro = MicroIdentity(
             name=f"natriton-{name}",
@@ -307,10 +354,17 @@ class ServiceRuntime:
         """Extra numbers of the app, reported under ``app`` in every endpoint's ``$SRV.STATS`` data."""
         self.metrics_extension: MetricsSource | None = None
         """The app's extra Prometheus metrics, made at scrape time from the numbers it keeps anyway."""
+        self.http_routes: dict[str, RouteHandler] = {}
+        """The app's own paths on the metrics HTTP server, by prefix (ingest's live page, ``/streams``)."""
         self.readiness_checks: list[ReadinessCheck] = []
         """The app's own conditions for ``/readyz`` (each '' when fine, else a short reason)."""
         self.app_started = False
         """Set by the process runner once the app has started (catalog loaded, endpoints added)."""
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.outbox = wirebatch.Outbox(
+            self._publish_plain, self.spawn, lambda: min(self.nc.max_payload, wirebatch.MAX_PACK_BYTES)
+        )
+        """Messages published with :meth:`publish_soon`, waiting for the end of the turn."""
 
     # ---------------------------------------------------------------- connection
     @property
@@ -331,15 +385,17 @@ class ServiceRuntime:
             "servers": self.settings.nats_servers,
             "name": f"natriton-{self.name}-{self.instance_id}",
             "max_reconnect_attempts": -1,
-            "reconnect_time_wait": 1,
+            "reconnect_time_wait": 0.5,  # back soon after a NATS restart (requests in flight are sent again then)
             "connect_timeout": 2,
             "allow_reconnect": True,
             "error_cb": self._on_nats_error,
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
         }
-        if self.settings.nats_creds_file:
-            options["user_credentials"] = self.settings.nats_creds_file
+        options.update(self.settings.nats_options())  # credentials, NKey, TLS, inbox prefix
+        # nats-py has no option for its read size: it reads its module's DEFAULT_BUFFER_SIZE (also the stream
+        # reader's limit) on every read; one process, one connection, so setting it here is setting it for ours
+        nats_client.DEFAULT_BUFFER_SIZE = self.settings.nats_read_buffer_bytes
         self._nc = await nats.connect(**options)
         self.started = datetime.now(UTC)
         answers: dict[str, Callable[[], dict[str, Any]]] = {
@@ -355,7 +411,7 @@ class ServiceRuntime:
         log.info("%s %s connected to NATS (instance %s)", self.name, self.version, self.instance_id)
 
     async def _on_nats_error(self, exc: Exception) -> None:
-        log.warning("NATS error: %s", type(exc).__name__)
+        log.warning("NATS error: %s: %s", type(exc).__name__, exc)  # e.g. a permission violation names the subject
 
     async def _on_disconnected(self) -> None:
         if not self._stopping.is_set():
@@ -376,10 +432,14 @@ class ServiceRuntime:
         on_overload: Handler | None = None,
         max_concurrency: int | None = None,
         traced: bool = True,
+        packed: bool = False,
     ) -> None:
         """Serve ``subject`` in ``queue_group`` with ``handler``, listed in ``$SRV.INFO`` and ``$SRV.STATS``.
 
         ``on_overload`` answers a message at once when all slots are busy; without it the message waits.
+        ``packed``: unpack packs of several messages (:mod:`natriton.wirebatch`) and handle each item alone; only
+        for internal subjects, whose senders are the mesh's own services (a producer on a public subject could
+        otherwise hide headers of its choosing, such as another tenant's ``Nats-Request-Info``, inside a pack).
         """
         if not MICRO_NAME.match(name):
             raise ValueError(f"endpoint name {name!r} must match {MICRO_NAME.pattern}")
@@ -395,8 +455,67 @@ class ServiceRuntime:
             on_overload,
             max_concurrency or self.settings.max_concurrency,
             traced,
+            packed,
         )
         endpoint.subscription = await self.nc.subscribe(subject, queue=queue_group, cb=endpoint.dispatch)
+        self._endpoints.append(endpoint)
+
+    async def add_stream_endpoint(
+        self,
+        name: str,
+        stream: str,
+        subject: str,
+        handler: Handler,
+        *,
+        durable: str,
+        on_error: ErrorHandler | None = None,
+        ack_wait_s: float = 10.0,
+        max_deliver: int = -1,
+        max_ack_pending: int = 256,
+        max_concurrency: int | None = None,
+    ) -> None:
+        """Serve ``subject`` of the JetStream ``stream`` from the durable consumer ``durable``, shared by every
+        copy (its deliver group, like the queue group of a plain endpoint, has the consumer's name), with the same
+        handler, counters and spans as :meth:`add_endpoint`.
+
+        Messages are not acknowledged here: the handler gets the acknowledgement subject as ``Inbound.reply``, and
+        whoever answers the message acknowledges it there (:func:`natriton.pipeline.reply_to_owner`). One left
+        unacknowledged for ``ack_wait_s`` is delivered again (up to ``max_deliver`` times; -1: no limit); at most
+        ``max_ack_pending`` are out at once over all copies.
+        """
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        queue_group = durable  # nats-py binds a queue subscription to the durable consumer of the same name
+        endpoint = _Endpoint(
+            self,
+            name,
+            subject,
+            queue_group,
+            handler,
+            on_error,
+            None,
+            max_concurrency or self.settings.max_concurrency,
+            True,
+        )
+        config = ConsumerConfig(
+            durable_name=durable,
+            deliver_group=queue_group,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=ack_wait_s,
+            max_deliver=max_deliver,
+            max_ack_pending=max_ack_pending,
+            filter_subject=subject,
+        )
+        endpoint.subscription = await self.nc.jetstream().subscribe(
+            subject,
+            queue=queue_group,
+            durable=durable,
+            stream=stream,
+            config=config,
+            manual_ack=True,
+            cb=endpoint.dispatch,
+        )
         self._endpoints.append(endpoint)
 
     async def subscribe(self, subject: str, handler: Callable[[Msg], Awaitable[None]]) -> Subscription:
@@ -415,6 +534,19 @@ class ServiceRuntime:
             with send_span(self.tracer, subject, headers, len(payload)) as sent:
                 await self.nc.publish(subject, payload, headers=sent)
             return
+        await self.nc.publish(subject, payload, headers=headers)
+
+    def publish_soon(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
+        """Publish at the end of this event-loop turn, packed with whatever else this process publishes to
+        ``subject`` in the same turn (:mod:`natriton.wirebatch`): for internal subjects whose receivers unpack
+        (every endpoint does). Trace context is handled as in :meth:`publish`."""
+        if TRACEPARENT in headers:
+            with send_span(self.tracer, subject, headers, len(payload)) as sent:
+                self.outbox.put(subject, payload, sent)
+            return
+        self.outbox.put(subject, payload, headers)
+
+    async def _publish_plain(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> None:
         await self.nc.publish(subject, payload, headers=headers)
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -448,6 +580,44 @@ class ServiceRuntime:
     def stats(self) -> dict[str, dict[str, Any]]:
         """Counters of every endpoint by name."""
         return {e.name: e.counters.as_dict() for e in self._endpoints}
+
+    # ---------------------------------------------------------------- liveness
+    def start_heartbeat(self) -> None:
+        """Say this copy is alive every ``heartbeat_interval_s`` (a :class:`~natriton_client.protocol.Heartbeat` on
+        :func:`natriton.subjects.heartbeat_subject`), until :meth:`drain` says it is leaving."""
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat_forever())
+
+    def heartbeat(self, *, leaving: bool = False) -> Heartbeat:
+        """This copy's heartbeat message."""
+        return Heartbeat(
+            service=self.name,
+            instance=self.instance_id,
+            boot=self.micro.id,
+            interval_ms=round(self.settings.heartbeat_interval_s * 1000),
+            dead_after_ms=round(self.settings.heartbeat_dead_after_s * 1000),
+            leaving=leaving,
+        )
+
+    async def _beat_forever(self) -> None:
+        subject = heartbeat_subject(self.name)
+        body = _HEARTBEATS.encode(self.heartbeat())
+        while True:
+            if self.nc.is_connected:
+                with contextlib.suppress(Exception):
+                    await self.nc.publish(subject, body)
+            await asyncio.sleep(self.settings.heartbeat_interval_s)
+
+    async def _stop_heartbeat(self) -> None:
+        """Stop beating and say this copy is leaving (watchers stop counting it without re-sending its work)."""
+        if self._heartbeat is None:
+            return
+        self._heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._heartbeat
+        self._heartbeat = None
+        with contextlib.suppress(Exception):
+            await self.nc.publish(heartbeat_subject(self.name), _HEARTBEATS.encode(self.heartbeat(leaving=True)))
 
     # ---------------------------------------------------------------- NATS micro
     def micro_info(self) -> dict[str, Any]:
@@ -496,13 +666,16 @@ class ServiceRuntime:
         self._stopping.set()
         timeout = self.settings.drain_timeout_s
         log.info("%s draining (up to %.1f s)", self.name, timeout)
+        await self._stop_heartbeat()
         # stop taking messages on every endpoint at once; each drain returns when its pending messages are dispatched
         await asyncio.gather(
             *(_drain_subscription(e.subscription) for e in self._endpoints if e.subscription is not None)
         )
         deadline = time.monotonic() + timeout
+        self.outbox.flush()
         while self._tasks and time.monotonic() < deadline:
             await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - time.monotonic()))
+            self.outbox.flush()  # what the handlers that just finished published, before the connection closes
         if self._tasks:
             log.warning("%s: %d tasks still running after drain timeout; cancelling", self.name, len(self._tasks))
             for task in list(self._tasks):

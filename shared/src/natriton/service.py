@@ -142,7 +142,11 @@ async def _serve(
     metrics: MetricsServer | None = None
     if settings.metrics_port:  # up first: /healthz answers and /readyz says why not while connecting and starting
         metrics = MetricsServer(
-            registry_for(runtime), runtime.not_ready_reason, settings.metrics_host, settings.metrics_port
+            registry_for(runtime),
+            runtime.not_ready_reason,
+            settings.metrics_host,
+            settings.metrics_port,
+            routes=runtime.http_routes,
         )
         await metrics.start()
         log.info("metrics, /healthz and /readyz on http://%s:%d", settings.metrics_host, metrics.port)
@@ -165,6 +169,7 @@ async def _run_app(
     app = await build_app(runtime, settings)
     await app.start()
     runtime.app_started = True
+    runtime.start_heartbeat()
     # Everything allocated so far lives for the whole process: keep it out of the collector's way, and collect
     # the young generation less often (fewer pauses on the request path; see docs/benchmarks.md).
     gc.collect()

@@ -14,17 +14,21 @@ import inspect
 import itertools
 import os
 import re
+import ssl
 import textwrap
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
 PREFIX = "NATRITON_"
 _SECRET_NAME = re.compile(r"password|secret|token|creds|key", re.IGNORECASE)
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>[^@/]+)@", re.IGNORECASE)
+_URL_SECRET_QUERY = re.compile(r"(?<=[?&])(?P<name>password|pass|token|secret|auth)=[^&#\s]*", re.IGNORECASE)
 
 
 class SettingsError(ValueError):
@@ -38,8 +42,30 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Comma-separated NATS server URLs (a cluster); may carry ``user:password@``."""
     nats_creds_file: str = ""
     """Path to a NATS ``.creds`` file (JWT auth); empty for none."""
+    nats_nkey_seed_file: str = ""
+    """Path to a file holding this service's NKey user seed (``SU...``; see docs/operations.md, Security); empty
+    for none."""
+    nats_tls_ca_file: str = ""
+    """CA certificate(s) (PEM) that verify the NATS server's certificate (else the system's CAs). nats-py speaks TLS
+    when the server demands it (a server with a ``tls {}`` block always does)."""
+    nats_tls_cert_file: str = ""
+    """Client certificate (PEM) for mutual TLS with NATS (with ``nats_tls_key_file``); empty for none."""
+    nats_tls_key_file: str = ""
+    """Private key (PEM) of ``nats_tls_cert_file``."""
+    nats_inbox_prefix: str = "_INBOX"
+    """Prefix of this service's reply inboxes; the locked-down config allows each role only ``_INBOX.<role>.>``."""
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """Redis holding the result cache (ingest reads it, postprocess writes it); may carry a password."""
+    """Redis holding the result cache (ingest reads it, postprocess writes it); may carry a password;
+    ``rediss://`` for TLS. ``user@`` names the ACL user."""
+    redis_password_file: str = ""
+    """File holding the Redis password (of the URL's ACL user, else of ``default``); it replaces a password in the
+    URL. Empty for none."""
+    redis_tls_ca_file: str = ""
+    """CA certificate(s) (PEM) that signed Redis's certificate (needs a ``rediss://`` URL); empty: the system's."""
+    redis_tls_cert_file: str = ""
+    """Client certificate (PEM) for Redis's ``tls-auth-clients`` (with ``redis_tls_key_file``); empty for none."""
+    redis_tls_key_file: str = ""
+    """Private key (PEM) of ``redis_tls_cert_file``."""
     log_level: str = "INFO"
     """Python logging level: DEBUG, INFO, WARNING or ERROR."""
     log_format: str = "json"
@@ -54,14 +80,32 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
     """TCP port of the HTTP server for ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz``; 0 turns it off."""
     metrics_host: str = "0.0.0.0"
     """Address the metrics/health HTTP server binds to."""
+    nats_read_buffer_bytes: int = 512 * 1024
+    """Bytes read from the NATS socket at once (nats-py's own default is 32 KiB: a 150 KB tensor took five reads and
+    five parser passes; one read costs a third less CPU per message, decision 0008)."""
+    heartbeat_interval_s: float = 0.25
+    """How often this copy says it is alive (``natriton.v1.internal.heartbeat.<service>``; ingest's are public)."""
+    heartbeat_dead_after_s: float = 2.0
+    """Silence after which the watchers count this copy dead and re-send what it held."""
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         if self.drain_timeout_s < 0:
             raise ValueError("drain_timeout_s must be >= 0")
+        if self.nats_read_buffer_bytes < 4096:
+            raise ValueError("nats_read_buffer_bytes must be >= 4096")
         if self.log_format not in ("json", "text"):
             raise ValueError("log_format must be json or text")
+        check_tls_files("nats", self.nats_tls_cert_file, self.nats_tls_key_file)
+        check_tls_files("redis", self.redis_tls_cert_file, self.redis_tls_key_file)
+        redis_tls = self.redis_tls_ca_file or self.redis_tls_cert_file
+        if redis_tls and not self.redis_url.startswith("rediss://"):
+            raise ValueError("redis_tls_* files need a rediss:// redis_url (TLS)")
+        if not self.nats_inbox_prefix or not all(self.nats_inbox_prefix.split(".")) or " " in self.nats_inbox_prefix:
+            raise ValueError("nats_inbox_prefix must be a subject without empty tokens or spaces")
+        if not 0 < self.heartbeat_interval_s < self.heartbeat_dead_after_s:
+            raise ValueError("heartbeat_interval_s must be > 0 and below heartbeat_dead_after_s")
         if not 0 <= self.metrics_port <= 65535:
             raise ValueError("metrics_port must be between 0 (off) and 65535")
 
@@ -69,6 +113,72 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
     def nats_servers(self) -> list[str]:
         """The NATS URLs as a list."""
         return [u.strip() for u in self.nats_url.split(",") if u.strip()]
+
+    def nats_options(self) -> dict[str, Any]:
+        """Authentication, TLS and inbox options for ``nats.connect`` (the seed and creds files are read by nats-py
+        at connect time, so nothing secret is held here)."""
+        options: dict[str, Any] = {}
+        if self.nats_creds_file:
+            options["user_credentials"] = self.nats_creds_file
+        if self.nats_nkey_seed_file:
+            options["nkeys_seed"] = self.nats_nkey_seed_file
+        context = tls_context(self.nats_tls_ca_file, self.nats_tls_cert_file, self.nats_tls_key_file)
+        if context is not None:
+            options["tls"] = context
+        if self.nats_inbox_prefix != "_INBOX":
+            options["inbox_prefix"] = self.nats_inbox_prefix
+        return options
+
+
+def check_tls_files(what: str, cert_file: str, key_file: str) -> None:
+    """A client certificate needs its key and a key its certificate."""
+    if bool(cert_file) != bool(key_file):
+        raise ValueError(f"{what}_tls_cert_file and {what}_tls_key_file go together")
+
+
+def tls_context(ca_file: str = "", cert_file: str = "", key_file: str = "") -> ssl.SSLContext | None:
+    """A client TLS context that verifies the server against ``ca_file`` (else the system's CAs) and presents
+    ``cert_file``/``key_file`` when given; None when all three are empty (no TLS asked for)."""
+    if not (ca_file or cert_file):
+        return None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file or None)
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+def read_secret(path: str) -> str:
+    """A secret from a file (one line; surrounding whitespace and the newline dropped). Raises ``SettingsError``
+    naming the file, never showing what it holds."""
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"cannot read secret file {path}: {type(exc).__name__}") from exc
+
+
+def redis_connection_url(settings: CommonSettings) -> str:
+    """``settings.redis_url`` with the password from ``redis_password_file`` and the TLS files as the query
+    parameters redis-py reads (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``): the one URL every Redis
+    client of the service is made from."""
+    url = settings.redis_url
+    if settings.redis_password_file:
+        password = quote(read_secret(settings.redis_password_file), safe="")
+        parts = urlsplit(url)
+        user = quote(unquote(parts.username), safe="") if parts.username else ""
+        host = parts.netloc.rpartition("@")[2]
+        url = urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+    query = [
+        (name, value)
+        for name, value in (
+            ("ssl_ca_certs", settings.redis_tls_ca_file),
+            ("ssl_certfile", settings.redis_tls_cert_file),
+            ("ssl_keyfile", settings.redis_tls_key_file),
+        )
+        if value
+    ]
+    if query:
+        url += ("&" if "?" in url else "?") + urlencode(query)
+    return url
 
 
 S = TypeVar("S", bound=CommonSettings)
@@ -89,15 +199,19 @@ def load_settings(settings_type: type[S], environ: Mapping[str, str] | None = No
         raise SettingsError(f"invalid {settings_type.__name__} from environment: {message}") from exc
     if not settings.instance_id:
         settings = msgspec.structs.replace(settings, instance_id=uuid.uuid4().hex[:12])
+    redis_url = redis_connection_url(settings)
+    if redis_url != settings.redis_url:
+        settings = msgspec.structs.replace(settings, redis_url=redis_url)
     return settings
 
 
 def redact(name: str, value: Any) -> Any:
-    """Mask a value if its name says it is secret, and credentials embedded in URLs."""
+    """Mask a value if its name says it is secret, and credentials embedded in URLs (``user:password@`` or a token
+    before ``@``, and ``password=`` / ``token=`` query parameters)."""
     if isinstance(value, str):
         if value and _SECRET_NAME.search(name) and not name.endswith("_file"):
             return "***"
-        return _URL_USERINFO.sub(r"\g<scheme>***@", value)
+        return _URL_SECRET_QUERY.sub(r"\g<name>=***", _URL_USERINFO.sub(r"\g<scheme>***@", value))
     return value
 
 

@@ -15,8 +15,10 @@ only when the current span is sampled (an unsampled request costs no extra span)
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
+from typing import Final
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -24,7 +26,17 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    Tracer,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
@@ -44,7 +56,7 @@ def setup_tracing(service: str, instance_id: str, version: str = "0.1.0") -> Tra
         {"service.name": f"natriton-{service}", "service.instance.id": instance_id, "service.version": version}
     )
     endpoint = otlp_traces_endpoint()
-    sampler = None if endpoint or otel_sampler_configured() else ParentBased(ALWAYS_OFF)
+    sampler = None if not only_sampled_parents() else ParentBased(ALWAYS_OFF)
     provider = TracerProvider(resource=resource, sampler=sampler)
     if endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -52,6 +64,42 @@ def setup_tracing(service: str, instance_id: str, version: str = "0.1.0") -> Tra
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         log.info("exporting spans over OTLP to %s", endpoint)
     return provider
+
+
+def only_sampled_parents() -> bool:
+    """Whether the sampler is ``parentbased_always_off`` (no exporter and no ``OTEL_TRACES_SAMPLER``): then a hop
+    records a span only when the producer's ``traceparent`` says sampled."""
+    return not (otlp_traces_endpoint() or otel_sampler_configured())
+
+
+_UNSAMPLED: Final = TraceFlags(TraceFlags.DEFAULT)
+_IDS: Final = random.Random()
+
+
+def unsampled_child(headers: Mapping[str, str] | None) -> NonRecordingSpan | None:
+    """The span of a hop that will not be recorded, made without the SDK (~1 µs instead of ~14 µs per hop).
+
+    Only for :func:`only_sampled_parents` processes: when ``headers`` carry no ``traceparent`` or a plain unsampled
+    one (version 00, flags 00, no ``tracestate``), the SDK would make a non-recording span too, with a new span id
+    and the parent's trace id (a new one without a parent). Anything else (a sampled parent, a malformed header,
+    trace state) returns None and the SDK decides.
+    """
+    value = headers.get(TRACEPARENT) if headers else None
+    if headers and "tracestate" in headers:
+        return None
+    if value is None:
+        trace_id = _IDS.getrandbits(128) or 1
+    else:
+        parts = value.split("-")
+        if len(parts) != 4 or parts[0] != "00" or parts[3] != "00" or len(parts[1]) != 32 or len(parts[2]) != 16:
+            return None
+        try:
+            trace_id, parent_id = int(parts[1], 16), int(parts[2], 16)
+        except ValueError:
+            return None
+        if not trace_id or not parent_id:
+            return None
+    return NonRecordingSpan(SpanContext(trace_id, _IDS.getrandbits(64) or 1, is_remote=False, trace_flags=_UNSAMPLED))
 
 
 def extract(headers: dict[str, str] | None) -> Context:

@@ -5,6 +5,7 @@ Datatype names are Triton's (``FP32``, ``UINT8``, ...). Bytes are little-endian,
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Sequence
 from typing import Final
@@ -14,6 +15,7 @@ import numpy.typing as npt
 
 from natriton.errors import invalid_argument
 from natriton.messages import Tensor, TensorSpec
+from natriton_client.protocol import one_line
 
 TRITON_TO_NUMPY: Final[dict[str, np.dtype[np.generic]]] = {
     "BOOL": np.dtype(np.bool_),
@@ -43,42 +45,71 @@ def to_tensor(name: str, array: npt.NDArray[np.generic]) -> Tensor:
     return Tensor(name=name, datatype=datatype, shape=shape, data=contiguous.tobytes())
 
 
+MAX_DIMS: Final = 32
+"""The most dimensions a tensor may have (numpy's limit)."""
+
+
 def to_array(tensor: Tensor) -> npt.NDArray[np.generic]:
     """View a wire tensor as a read-only numpy array sharing its bytes; raises invalid_argument when inconsistent."""
     dtype = TRITON_TO_NUMPY.get(tensor.datatype)
     if dtype is None:
-        raise invalid_argument(f"tensor {tensor.name!r}: unknown datatype {tensor.datatype!r}")
+        raise invalid_argument(f"tensor {_shown(tensor.name)}: unknown datatype {_shown(tensor.datatype)}")
+    if len(tensor.shape) > MAX_DIMS:
+        raise invalid_argument(f"tensor {_shown(tensor.name)}: {len(tensor.shape)} dimensions, at most {MAX_DIMS}")
     if any(d < 0 for d in tensor.shape):
-        raise invalid_argument(f"tensor {tensor.name!r}: negative dimension in shape {list(tensor.shape)}")
+        raise invalid_argument(f"tensor {_shown(tensor.name)}: negative dimension in shape {_shape(tensor.shape)}")
     expected = math.prod(tensor.shape) * dtype.itemsize
     if expected != len(tensor.data):
         raise invalid_argument(
-            f"tensor {tensor.name!r}: shape {list(tensor.shape)} {tensor.datatype} needs {expected} bytes, "
+            f"tensor {_shown(tensor.name)}: shape {_shape(tensor.shape)} {tensor.datatype} needs {expected} bytes, "
             f"got {len(tensor.data)}"
         )
-    return np.frombuffer(tensor.data, dtype=dtype).reshape(tensor.shape)
+    try:
+        return np.frombuffer(tensor.data, dtype=dtype).reshape(tensor.shape)
+    except ValueError as exc:  # no data, but dimensions whose product numpy cannot index (2**62 x 2**62 x 0)
+        raise invalid_argument(f"tensor {_shown(tensor.name)}: shape {_shape(tensor.shape)} is too large") from exc
 
 
 def check_against_specs(tensors: Sequence[Tensor], specs: Sequence[TensorSpec], model: str) -> None:
     """Check names, datatypes and shapes (batch dimension first) against a model's declared inputs."""
     by_name = {t.name: t for t in tensors}
     if len(by_name) != len(tensors):
-        repeated = sorted({t.name for t in tensors if sum(u.name == t.name for u in tensors) > 1})
-        raise invalid_argument(f"model {model!r}: inputs {repeated} sent more than once")
+        counts = collections.Counter(t.name for t in tensors)
+        repeated = sorted(name for name, n in counts.items() if n > 1)
+        raise invalid_argument(f"model {model!r}: inputs {_names(repeated)} sent more than once")
     wanted = {s.name for s in specs}
     if set(by_name) != wanted:
-        raise invalid_argument(f"model {model!r} takes inputs {sorted(wanted)}, got {sorted(by_name)}")
+        raise invalid_argument(f"model {model!r} takes inputs {sorted(wanted)}, got {_names(sorted(by_name))}")
     batch_sizes = {t.shape[0] if t.shape else -1 for t in tensors}
     if len(batch_sizes) != 1 or min(batch_sizes) < 1:
         raise invalid_argument(f"model {model!r}: every input needs the same batch dimension >= 1")
     for spec in specs:
         tensor = by_name[spec.name]
         if tensor.datatype != spec.datatype:
-            raise invalid_argument(f"model {model!r} input {spec.name!r} is {spec.datatype}, got {tensor.datatype}")
+            raise invalid_argument(
+                f"model {model!r} input {spec.name!r} is {spec.datatype}, got {one_line(tensor.datatype, 64)}"
+            )
         dims = tensor.shape[1:]
         if len(dims) != len(spec.shape) or any(s not in (-1, d) for s, d in zip(spec.shape, dims, strict=True)):
             raise invalid_argument(
                 f"model {model!r} input {spec.name!r} has shape [batch, {', '.join(map(str, spec.shape))}], "
-                f"got {list(tensor.shape)}"
+                f"got {_shape(tensor.shape)}"
             )
         to_array(tensor)  # byte count must match the shape
+
+
+def _shown(value: str, limit: int = 64) -> str:
+    """A producer's string, quoted and shortened for an error message."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def _names(names: Sequence[str], limit: int = 8) -> str:
+    """Producer's names for an error message: the first ``limit``, each shortened."""
+    shown = ", ".join(_shown(n) for n in names[:limit])
+    return f"[{shown}{f', ... ({len(names)} in all)' if len(names) > limit else ''}]"
+
+
+def _shape(shape: Sequence[int], limit: int = 8) -> str:
+    """A producer's shape for an error message: the first ``limit`` dimensions."""
+    shown = ", ".join(map(str, shape[:limit]))
+    return f"[{shown}{f', ... ({len(shape)} dimensions)' if len(shape) > limit else ''}]"

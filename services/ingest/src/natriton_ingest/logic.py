@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from natriton_client.protocol import (
 )
 
 REQUESTS: Codec[PublicRequest] = Codec(PublicRequest)
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +44,16 @@ def wants_json(headers: dict[str, str]) -> bool:
 
 
 def request_id_of(headers: dict[str, str]) -> str:
-    """The producer's request id, or a new one when it sent none; ``invalid_argument`` when it is malformed."""
+    """The producer's request id, or a new one when it sent none; ``invalid_argument`` when it is malformed (never
+    replaced: the error reply then carries no id, since the producer's cannot be echoed)."""
     given = headers.get(h.REQUEST_ID, "")
     if not given:
         return uuid.uuid4().hex
     if not is_valid_request_id(given):
+        got = f"{len(given)} characters" if len(given) > MAX_REQUEST_ID_LENGTH else f"{given!r}"
         raise invalid_argument(
-            f"{h.REQUEST_ID} must be 1 to {MAX_REQUEST_ID_LENGTH} printable characters (got {len(given)} characters)"
+            f"{h.REQUEST_ID} must be 1 to {MAX_REQUEST_ID_LENGTH} printable characters (got {got}); "
+            "the error carries no request id"
         )
     return given
 
@@ -56,18 +61,28 @@ def request_id_of(headers: dict[str, str]) -> str:
 def deadline_of(headers: dict[str, str], now_ms: int, default_timeout_ms: int, max_timeout_ms: int) -> int:
     """Absolute deadline (epoch ms): ``Natriton-Deadline`` wins over ``Natriton-Timeout-Ms``; capped at
     ``max_timeout_ms`` from now; ``default_timeout_ms`` without either."""
-    try:
-        if h.DEADLINE in headers:
-            deadline = int(headers[h.DEADLINE])
-        elif h.TIMEOUT_MS in headers:
-            deadline = now_ms + int(headers[h.TIMEOUT_MS])
-        else:
-            deadline = now_ms + default_timeout_ms
-    except ValueError as exc:
-        raise invalid_argument(f"{h.DEADLINE}/{h.TIMEOUT_MS} must be integers (milliseconds)") from exc
+    if h.DEADLINE in headers:
+        deadline = _integer_header(headers, h.DEADLINE)
+    elif h.TIMEOUT_MS in headers:
+        deadline = now_ms + _integer_header(headers, h.TIMEOUT_MS)
+    else:
+        deadline = now_ms + default_timeout_ms
     if deadline <= now_ms:
         raise MeshError(ErrorCode.DEADLINE_EXCEEDED, f"request arrived {now_ms - deadline} ms after its deadline")
     return min(deadline, now_ms + max_timeout_ms)
+
+
+def _integer_header(headers: dict[str, str], name: str) -> int:
+    """A header that must be a decimal integer (ASCII digits, an optional sign); ``invalid_argument`` otherwise
+    (Python's ``int`` alone would take ``1_000`` or non-ASCII digits)."""
+    value = headers[name].strip()
+    try:
+        if _INTEGER.fullmatch(value) is None:
+            raise ValueError(value)
+        return int(value)  # ValueError past 4,300 digits
+    except ValueError as exc:
+        message = f"{h.DEADLINE}/{h.TIMEOUT_MS} must be integers (milliseconds), got {value[:32]!r} in {name}"
+        raise invalid_argument(message) from exc
 
 
 def answer_subject(reply: str, headers: dict[str, str], model: str) -> str:
@@ -126,8 +141,6 @@ def decode_request(data: bytes, *, json: bool) -> InferRequest:
         request = REQUESTS.decode(data, json=json)
     except msgspec.MsgspecError as exc:
         raise invalid_argument(f"request is not a valid {encoding} infer_request: {exc}") from exc
-    except RecursionError as exc:
-        raise invalid_argument(f"request is not a valid {encoding} infer_request: nested too deeply") from exc
     if not isinstance(request, InferRequest):
         raise invalid_argument(f"request is not a valid {encoding} infer_request: type {type(request).__name__}")
     return request

@@ -35,6 +35,8 @@ TASKS: Codec[InferTask] = Codec(InferTask)
 OUT: Codec[PostprocessTask] = Codec(PostprocessTask)
 BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 """``natriton_router_breaker_state``: 0 closed, 1 half-open, 2 open."""
+BREAKER_PROBE_PERIOD_S = 0.25
+"""How often an open circuit's model is checked for readiness in Triton."""
 
 
 class RouterApp:
@@ -52,6 +54,7 @@ class RouterApp:
         self._shadow_in_flight = 0
         self._rng = random.Random()
         self._refresher: asyncio.Task[None] | None = None
+        self._breaker_watch: asyncio.Task[None] | None = None
         self._catalog_lock = asyncio.Lock()
         self._catalog_pruned = False
         self.triton_latency: dict[tuple[str, str], LatencyHistogram] = {}
@@ -60,9 +63,12 @@ class RouterApp:
 
     async def start(self) -> None:
         await self.triton.wait_ready(self.settings.triton_ready_timeout_s)
+        if self.settings.triton_shared_memory == "auto":
+            await self.triton.use_shared_memory(self.runtime.instance_id)
         await self.refresh_catalog()
         await self.routes.start(self.runtime.nc)
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
+        self._breaker_watch = asyncio.get_running_loop().create_task(self._watch_open_breakers())
         self.runtime.stats_extension = self.stats
         self.runtime.metrics_extension = self.metrics
         self.runtime.readiness_checks.append(self.not_ready_reason)
@@ -70,10 +76,11 @@ class RouterApp:
         await ModelControlEndpoint(self.runtime, self.triton, self.refresh_catalog, self.ready_versions).start()
 
     async def stop(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        for task in (self._refresher, self._breaker_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.routes.stop()
         for batcher in self.batchers.values():
             await batcher.close()
@@ -119,12 +126,23 @@ class RouterApp:
 
     async def _refresh_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.catalog_refresh_s)
+            # while Triton is away, try again every second, so readiness comes back with it
+            await asyncio.sleep(self.settings.catalog_refresh_s if self.triton_reachable else 1.0)
             try:
                 await self.refresh_catalog()
             except Exception as exc:  # Triton briefly away: keep the last catalog
                 self.triton_reachable = False
                 log.warning("catalog refresh failed: %s", exc)
+
+    async def _watch_open_breakers(self, period_s: float = BREAKER_PROBE_PERIOD_S) -> None:
+        """While a model's circuit is open, ask Triton every ``period_s`` whether the model is ready; once it is,
+        the next request probes at once (the circuit closes within about ``period_s`` of Triton being back)."""
+        while True:
+            await asyncio.sleep(period_s)
+            for model, breaker in list(self.breakers.items()):
+                if breaker.state == "open" and await self.triton.is_model_ready(model):
+                    log.info("%s: ready again in Triton; probing its circuit now", model)
+                    breaker.probe_now()
 
     # ------------------------------------------------------------------ request path
     async def handle(self, inbound: Inbound) -> None:
@@ -154,10 +172,14 @@ class RouterApp:
         if shadow:
             self._mirror(info, shadow, task.inputs, result.outputs, deadline)
         out = PostprocessTask(job=msgspec.structs.replace(job, version=version), outputs=result.outputs)
-        await self.runtime.publish(subjects.POSTPROCESS, OUT.encode(out), next_hop_headers(envelope))
+        # the batch's other requests publish in this same turn: one NATS message carries them all
+        self.runtime.publish_soon(subjects.POSTPROCESS, OUT.encode(out), next_hop_headers(envelope))
 
     def _record_spans(self, result: BatchResult) -> None:
-        """This request's own queue wait and its share of the batch's inference, in its own trace."""
+        """This request's own queue wait and its share of the batch's inference, in its own trace (only when that
+        trace is recorded: spans of an unsampled trace are never seen)."""
+        if not trace.get_current_span().is_recording():
+            return
         tracer = self.runtime.tracer
         wait = tracer.start_span("queue wait", start_time=result.enqueued_ns)
         wait.end(end_time=result.started_ns)
@@ -259,6 +281,7 @@ class RouterApp:
                 delay_s *= 2
             else:
                 breaker.record_success()
+                self.triton_reachable = True  # it answered: ready again without waiting for the next refresh
                 return outputs
         raise AssertionError("unreachable")
 
@@ -273,7 +296,7 @@ class RouterApp:
 
     def not_ready_reason(self) -> str:
         """Why this router should get no traffic ('' when it should): Triton unreachable at the latest catalog
-        refresh, or every circuit breaker open."""
+        refresh (and not answering since), or every circuit breaker open."""
         if not self.triton_reachable:
             return "Triton unreachable (the latest catalog refresh failed)"
         if self.breakers and all(b.state == "open" for b in self.breakers.values()):
@@ -316,7 +339,14 @@ class RouterApp:
                     shadow.add_metric((model, version, outcome), n)
         reachable = gauge("natriton_router_triton_reachable", "1 when the latest catalog refresh reached Triton.", [])
         reachable.add_metric([], 1 if self.triton_reachable else 0)
-        return [queued, in_flight, sizes, rejected, expired, triton, state, opened, shadow, reachable]
+        batches = counter(
+            "natriton_router_triton_batches",
+            "Batches sent to Triton, by how their inputs travelled: shared_memory or grpc.",
+            ["via"],
+        )
+        for via in ("shared_memory", "grpc"):
+            batches.add_metric([via], self.triton.batches[via])
+        return [queued, in_flight, sizes, rejected, expired, triton, state, opened, shadow, reachable, batches]
 
     def stats(self) -> dict[str, Any]:
         """Batching, admission, breaker and shadow numbers for ``$SRV.STATS``."""
@@ -327,10 +357,15 @@ class RouterApp:
                 for m, b in self.breakers.items()
             },
             "shadow": {k: dict(c) for k, c in self.shadow.items()},
+            "route_revisions": {name: self.routes.revision(name) for name in self.routes.names()},
+            "triton_batches": dict(self.triton.batches),
+            "shared_memory": self.triton.shared_memory.stats() if self.triton.shared_memory is not None else None,
         }
 
 
 async def build_app(runtime: ServiceRuntime, settings: Settings) -> RouterApp:
     """Dependencies for one router process."""
-    triton = TritonGateway(settings.triton_grpc_url, timeout_s=settings.triton_timeout_s)
+    triton = TritonGateway(
+        settings.triton_grpc_url, timeout_s=settings.triton_timeout_s, tls=settings.triton_grpc_tls()
+    )
     return RouterApp(runtime, settings, triton, RouteTable())

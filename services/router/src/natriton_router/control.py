@@ -19,14 +19,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
-import msgspec
 from nats.js.errors import NoKeysError
 from nats.js.kv import KeyValue
 from tritonclient.utils import InferenceServerException
 
-from natriton import headers, subjects
+from natriton import subjects
+from natriton.control import decode_request, is_json, respond
 from natriton.errors import ErrorCode, MeshError, invalid_argument
-from natriton.messages import Codec, ErrorReply, ModelControl, ModelControlAnswer, ModelControlReply, VersionState
+from natriton.messages import Codec, ModelControl, ModelControlAnswer, ModelControlReply, VersionState
 from natriton.pipeline import error_reply
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton_router.logic import error_from_triton
@@ -44,11 +44,7 @@ SETTLE_TIMEOUT_S: Final = 30.0
 # ------------------------------------------------------------------------------------------------ pure parts
 def decode_control(data: bytes) -> tuple[ModelControl, bool]:
     """The request and whether it was JSON; a malformed one or a bad model name is ``invalid_argument``."""
-    json_form = data[:1] == b"{"
-    try:
-        request = REQUESTS.decode(data, json=json_form)
-    except msgspec.MsgspecError as exc:
-        raise invalid_argument(f"malformed model-control request: {exc}") from exc
+    request, json_form = decode_request(REQUESTS, data, "model-control")
     if not MODEL_NAME.match(request.model) or request.model in (".", ".."):
         raise invalid_argument(f"invalid model name {request.model[:64]!r}")
     return request, json_form
@@ -157,7 +153,7 @@ class ModelControlEndpoint:
             states=states,
         )
         log.info("model control: %s", reply.message)
-        await self._respond(inbound.reply, reply, json_form)
+        await respond(self.runtime, inbound.reply, ANSWERS, reply, json_form)
 
     async def _states(self, model: str) -> tuple[VersionState, ...]:
         try:
@@ -175,13 +171,4 @@ class ModelControlEndpoint:
 
     async def reply_error(self, inbound: Inbound, error: MeshError) -> None:
         """``on_error``: a typed error reply with the NATS micro error headers."""
-        await self._respond(inbound.reply, error_reply("", error), inbound.data[:1] == b"{")
-
-    async def _respond(self, reply_to: str, answer: ModelControlAnswer, json_form: bool) -> None:
-        if not reply_to:
-            return
-        out = {headers.CONTENT_TYPE: headers.JSON if json_form else headers.MSGPACK}
-        if isinstance(answer, ErrorReply):
-            out[headers.SERVICE_ERROR] = answer.message
-            out[headers.SERVICE_ERROR_CODE] = str(answer.code.status)
-        await self.runtime.publish(reply_to, ANSWERS.encode(answer, json=json_form), out)
+        await respond(self.runtime, inbound.reply, ANSWERS, error_reply("", error), is_json(inbound.data))

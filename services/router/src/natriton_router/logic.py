@@ -166,6 +166,12 @@ class CircuitBreaker:
             retry_after_ms=wait_ms if state == "open" else 100,
         )
 
+    def probe_now(self) -> None:
+        """The model answers readiness again (Triton is back): end the wait, so the next call is the probe that
+        closes the circuit, instead of waiting out ``reset_after_s``."""
+        if self.opened_at is not None and self._probe_started is None:
+            self.opened_at = min(self.opened_at, self._clock() - self.reset_after_s)
+
     def record_success(self) -> None:
         """A call went through: close."""
         self.failures = 0

@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
+import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
 from types import TracebackType
 from typing import Any, Literal, Self, overload
@@ -49,8 +51,10 @@ from natriton_client.errors import (
     Unavailable,
     error_from_reply,
 )
+from natriton_client.liveness import HeartbeatWatch
 from natriton_client.protocol import (
     INFER_SUBJECT,
+    INGEST_HEARTBEAT_SUBJECT,
     JSON,
     MSGPACK,
     ErrorReply,
@@ -64,9 +68,39 @@ from natriton_client.protocol import (
 )
 from natriton_client.retry import RetryPolicy, retry_delay_s
 
-__all__ = ["AsyncClient", "AsyncResults", "InferCall", "MeshClient", "new_results_subject"]
+__all__ = ["AsyncClient", "AsyncResults", "InferCall", "MeshClient", "connection_options", "new_results_subject"]
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
+_URL_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)[^@/]+@", re.IGNORECASE)
+
+
+def connection_options(
+    creds_file: str = "",
+    nkey_seed_file: str = "",
+    tls_ca_file: str = "",
+    tls_cert_file: str = "",
+    tls_key_file: str = "",
+    inbox_prefix: str = "",
+) -> dict[str, Any]:
+    """nats-py ``connect`` options for a locked-down mesh ('' leaves each out): a ``.creds`` file or an NKey seed
+    file (read by nats-py when it connects; needs the ``nkeys`` package), a TLS context verifying the server with
+    ``tls_ca_file`` (else the system's CAs) and presenting ``tls_cert_file``/``tls_key_file``, and the prefix of
+    the connection's reply inboxes."""
+    options: dict[str, Any] = {}
+    if creds_file:
+        options["user_credentials"] = creds_file
+    if nkey_seed_file:
+        options["nkeys_seed"] = nkey_seed_file
+    if tls_ca_file or tls_cert_file:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls_ca_file or None)
+        if tls_cert_file:
+            context.load_cert_chain(tls_cert_file, tls_key_file or None)
+        options["tls"] = context
+    if inbox_prefix:
+        options["inbox_prefix"] = inbox_prefix
+    return options
+
+
 _REQUEST = REQUEST_CODEC
 _REPLY = REPLY_CODEC
 
@@ -176,7 +210,9 @@ class AsyncClient:
     ``reply_grace_s``: how much longer than the mesh's deadline to wait for its reply (the mesh answers
     ``deadline_exceeded`` itself at its deadline; only when nothing comes at all does the client raise
     :class:`~natriton_client.errors.NoReply`); ``propagate_trace``: send the current OpenTelemetry span as
-    ``traceparent`` when opentelemetry is installed.
+    ``traceparent`` when opentelemetry is installed; ``resend_on_ingest_loss``: watch the ingest copies'
+    heartbeats and, when one dies, send the requests waiting for an answer again (up to ``max_resends`` times each;
+    the first answer wins), so a dead ingest copy costs a caller no failure.
     """
 
     def __init__(
@@ -188,6 +224,8 @@ class AsyncClient:
         retry: RetryPolicy | None = None,
         reply_grace_s: float = 1.0,
         propagate_trace: bool = True,
+        resend_on_ingest_loss: bool = True,
+        max_resends: int = 3,
     ) -> None:
         if not timeout_s > 0:
             raise ValueError("timeout_s must be > 0")
@@ -201,6 +239,12 @@ class AsyncClient:
         self._rng = random.Random()
         self._results: set[AsyncResults] = set()
         self._closed = False
+        self.max_resends = max_resends if resend_on_ingest_loss else 0
+        self.ingest_copies = HeartbeatWatch(INGEST_HEARTBEAT_SUBJECT, on_lost=lambda _: None)
+        """The ingest copies alive (started with the first request when ``resend_on_ingest_loss``)."""
+        self._watch_started: asyncio.Task[None] | None = None
+        self.resent = 0
+        """Requests sent again because an ingest copy died."""
 
     @classmethod
     async def connect(
@@ -213,17 +257,32 @@ class AsyncClient:
         retry: RetryPolicy | None = None,
         reply_grace_s: float = 1.0,
         propagate_trace: bool = True,
+        resend_on_ingest_loss: bool = True,
+        creds_file: str = "",
+        nkey_seed_file: str = "",
+        tls_ca_file: str = "",
+        tls_cert_file: str = "",
+        tls_key_file: str = "",
+        inbox_prefix: str = "",
         **nats_options: Any,
     ) -> AsyncClient:
         """Connect to NATS at ``servers`` (a URL or a list of them), or wrap a connected nats-py client (then
-        :meth:`close` leaves that connection open). ``nats_options`` go to nats-py's ``connect`` (credentials,
-        TLS, ...). Raises :class:`~natriton_client.errors.ConnectionFailed` when no server answers within
-        ``connect_timeout_s``."""
+        :meth:`close` leaves that connection open). ``nats_options`` go to nats-py's ``connect``. Raises
+        :class:`~natriton_client.errors.ConnectionFailed` when no server answers within ``connect_timeout_s``.
+
+        Locked-down meshes (docs/operations.md, Security): ``creds_file`` (JWT ``.creds``) or ``nkey_seed_file``
+        (a file with your NKey seed) authenticate you; ``tls_ca_file`` verifies the server (TLS), with
+        ``tls_cert_file``/``tls_key_file`` for mutual TLS; ``inbox_prefix`` (e.g. ``_INBOX.<you>``) names your
+        reply inboxes, the only ones your user may subscribe to."""
+        nats_options.update(
+            connection_options(creds_file, nkey_seed_file, tls_ca_file, tls_cert_file, tls_key_file, inbox_prefix)
+        )
         options: dict[str, Any] = {
             "timeout_s": timeout_s,
             "retry": retry,
             "reply_grace_s": reply_grace_s,
             "propagate_trace": propagate_trace,
+            "resend_on_ingest_loss": resend_on_ingest_loss,
         }
         if isinstance(servers, NATS):
             return cls(servers, owns_connection=False, **options)
@@ -237,7 +296,8 @@ class AsyncClient:
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             with contextlib.suppress(Exception):
                 await nc.close()
-            raise ConnectionFailed(f"cannot connect to NATS at {', '.join(urls)}: {exc!r}", attempts=0) from exc
+            shown = ", ".join(_URL_USERINFO.sub(r"\g<1>***@", u) for u in urls)
+            raise ConnectionFailed(f"cannot connect to NATS at {shown}: {exc!r}", attempts=0) from exc
         return cls(nc, owns_connection=True, **options)
 
     # ------------------------------------------------------------------ request/reply
@@ -320,10 +380,16 @@ class AsyncClient:
             headers = request_headers(
                 json=json, deadline=deadline_header, request_id=request_id, trace=trace, extra=extra_headers
             )
-            try:
-                return await self._request(
-                    body, headers, local_timeout_s=deadline.remaining_s(now) + self.reply_grace_s, json=json
+
+            def again(at_s: float) -> dict[str, str]:
+                """The headers of a resend at ``at_s`` (the time left then)."""
+                return request_headers(
+                    json=json, deadline=deadline.headers(at_s), request_id=request_id, trace=trace, extra=extra_headers
                 )
+
+            try:
+                local_timeout_s = deadline.remaining_s(now) + self.reply_grace_s
+                return await self._request(body, headers, local_timeout_s=local_timeout_s, json=json, again=again)
             except NatritonError as exc:
                 if not exc.request_id:
                     exc.request_id = request_id
@@ -344,21 +410,96 @@ class AsyncClient:
             await asyncio.sleep(delay)
 
     async def _request(
-        self, body: bytes, headers: dict[str, str], *, local_timeout_s: float, json: bool
+        self,
+        body: bytes,
+        headers: dict[str, str],
+        *,
+        local_timeout_s: float,
+        json: bool,
+        again: Callable[[float], dict[str, str]] | None = None,
     ) -> InferResponse:
-        """One attempt: send, wait for the one reply, raise it as a typed exception if it is an error."""
+        """One attempt: send, wait for the one reply, raise it as a typed exception if it is an error.
+
+        While waiting, an ingest copy found dead (it may have held this request) sends the request again with
+        ``again(now)``'s headers; every send stays open and the first answer wins. When no ingest copy listens (NATS
+        says "no responders": the copies are restarting, or NATS itself just came back and they have not reconnected
+        yet), the request is sent again at the next ingest heartbeat, if one comes within the deadline.
+        """
+        watch = await self._watch_ingest() if again is not None else None
+        give_up = time.monotonic() + local_timeout_s
+        sends = {asyncio.ensure_future(self._send(body, headers, local_timeout_s, len(body)))}
+        resends = 0
         try:
-            msg = await self.nc.request(INFER_SUBJECT, body, timeout=local_timeout_s, headers=headers)
+            while True:
+                loss = asyncio.ensure_future(watch.next_loss()) if watch and resends < self.max_resends else None
+                waiting: set[asyncio.Future[Any]] = {*sends, loss} if loss is not None else set(sends)
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if loss is not None and not loss.done():
+                    loss.cancel()
+                for send in sends & done:
+                    sends.discard(send)
+                    error = send.exception()
+                    if error is None:
+                        msg: Msg = send.result()
+                        reply = decode_reply(msg.data, msg.headers, json=json)
+                        if isinstance(reply, ErrorReply):
+                            raise error_from_reply(reply)
+                        return reply
+                    # copies were alive a moment ago (NATS just came back, or they are restarting): wait for one
+                    coming_back = watch is not None and watch.live("ingest") > 0
+                    if isinstance(error, NoResponders) and coming_back and resends < self.max_resends:
+                        assert watch is not None and again is not None
+                        resends += 1
+                        self.resent += 1
+                        sends.add(asyncio.ensure_future(self._send_when_ingest_is_back(watch, body, again, give_up)))
+                    elif not sends:
+                        raise error
+                if loss is not None and loss in done and again is not None:
+                    now = time.monotonic()
+                    if give_up - now <= self.reply_grace_s:
+                        continue  # no time left for another answer
+                    resends += 1
+                    self.resent += 1
+                    sends.add(asyncio.ensure_future(self._send(body, again(now), give_up - now, len(body))))
+        finally:
+            for send in sends:
+                send.cancel()
+
+    async def _send(self, body: bytes, headers: dict[str, str], timeout_s: float, size: int) -> Msg:
+        """Send once and wait for the reply message; nats-py's failures become typed errors."""
+        try:
+            return await self.nc.request(INFER_SUBJECT, body, timeout=timeout_s, headers=headers)
         except nats.errors.NoRespondersError as exc:
             raise NoResponders(f"no ingest copy is listening on {INFER_SUBJECT} (NATS: no responders)") from exc
         except nats.errors.TimeoutError as exc:
-            raise NoReply(f"no reply at all within {local_timeout_s:.3f} s") from exc
+            raise NoReply(f"no reply at all within {timeout_s:.3f} s") from exc
         except nats.errors.Error as exc:
-            raise _send_error(exc, len(body), self.nc) from exc
-        reply = decode_reply(msg.data, msg.headers, json=json)
-        if isinstance(reply, ErrorReply):
-            raise error_from_reply(reply)
-        return reply
+            raise _send_error(exc, size, self.nc) from exc
+
+    async def _send_when_ingest_is_back(
+        self, watch: HeartbeatWatch, body: bytes, again: Callable[[float], dict[str, str]], give_up: float
+    ) -> Msg:
+        """Send at the next ingest heartbeat (``NoResponders`` when none comes in time)."""
+        try:
+            async with asyncio.timeout(max(0.0, give_up - time.monotonic() - self.reply_grace_s)):
+                await watch.next_heartbeat()
+        except TimeoutError:
+            raise NoResponders(f"no ingest copy is listening on {INFER_SUBJECT} (NATS: no responders)") from None
+        now = time.monotonic()
+        return await self._send(body, again(now), give_up - now, len(body))
+
+    async def _watch_ingest(self) -> HeartbeatWatch | None:
+        """The ingest heartbeat watch, started on first use; ``None`` when resending is off."""
+        if self.max_resends <= 0 or self.nc.is_closed:
+            return None  # (a closed connection: the send itself raises ConnectionFailed)
+        if self._watch_started is None:
+            self._watch_started = asyncio.ensure_future(self.ingest_copies.start(self.nc))
+        try:
+            await asyncio.shield(self._watch_started)
+        except nats.errors.Error:
+            self._watch_started = None  # try again with the next request; this one goes without resends
+            return None
+        return self.ingest_copies
 
     # ------------------------------------------------------------------ many at once
     @overload
@@ -564,7 +705,7 @@ class AsyncClient:
         subject (``results.subject``). ``queue``: share the answers among the subscribers of a queue group."""
         if subject is not None and model is not None:
             raise ValueError("give subject= or model=, not both")
-        target = results_subject(model) if model is not None else subject or new_results_subject()
+        target = results_subject(model) if model is not None else subject or self.nc.new_inbox()
         try:
             sub = await self.nc.subscribe(target, queue=queue)
         except nats.errors.Error as exc:
@@ -595,6 +736,8 @@ class AsyncClient:
         self._closed = True
         for results in list(self._results):
             await results.close()
+        if self._watch_started is not None:
+            await self.ingest_copies.stop()
         if self._owns_connection:
             with contextlib.suppress(nats.errors.Error):
                 await self.nc.drain()
@@ -627,9 +770,9 @@ class MeshClient:
         self.nc = nc
 
     @classmethod
-    async def connect(cls, url: str) -> MeshClient:
-        """Connect to NATS at ``url``."""
-        return cls(await nats.connect(url, name="natriton-client"))
+    async def connect(cls, url: str, **nats_options: Any) -> MeshClient:
+        """Connect to NATS at ``url``; ``nats_options`` go to nats-py's ``connect`` (see :func:`connection_options`)."""
+        return cls(await nats.connect(url, name="natriton-client", **nats_options))
 
     async def close(self) -> None:
         """Drain and close the connection."""

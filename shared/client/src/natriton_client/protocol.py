@@ -104,6 +104,22 @@ def is_valid_request_id(value: str) -> bool:
     return 0 < len(value) <= MAX_REQUEST_ID_LENGTH and value.isprintable()
 
 
+MAX_ERROR_MESSAGE_CHARS: Final = 512
+"""Error messages travel in the ``Nats-Service-Error`` header too: one printable line of at most this many."""
+
+
+def one_line(text: str, limit: int = MAX_ERROR_MESSAGE_CHARS) -> str:
+    """``text`` as one printable line of at most ``limit`` (>= 5) characters, for an error message: characters
+    that are not printable (CR, LF, ...) are escaped; the middle of a longer text is cut (its end says where)."""
+
+    def cut(value: str) -> str:
+        half = (limit - 3) // 2
+        return value if len(value) <= limit else f"{value[:half]}...{value[len(value) - half :]}"
+
+    text = cut(text)
+    return text if text.isprintable() else cut("".join(c if c.isprintable() else repr(c)[1:-1] for c in text))
+
+
 def now_ms() -> int:
     """Wall-clock time in Unix epoch milliseconds (the unit of ``Natriton-Deadline``)."""
     return int(time.time() * 1000)
@@ -287,6 +303,130 @@ Reply: TypeAlias = InferResponse | ErrorReply
 
 
 # --------------------------------------------------------------------------------------------
+# Cameras: per-frame results and events, published to JetStream (replayable)
+# --------------------------------------------------------------------------------------------
+DETECTIONS_PREFIX: Final = f"{SUBJECT_PREFIX}.detections"
+"""``natriton.v1.detections.<camera>``: one :class:`FrameResult` per frame of the camera, in frame order."""
+EVENTS_PREFIX: Final = f"{SUBJECT_PREFIX}.events"
+"""``natriton.v1.events.<camera>``: :class:`TrackAppeared`, :class:`TrackLeft` and :class:`TrackCount` events."""
+CAMERA_RESULTS_STREAM: Final = "NATRITON_CAMERA_RESULTS"
+"""The JetStream stream that keeps both (replay a camera with any JetStream consumer)."""
+
+
+def detections_subject(camera: str) -> str:
+    """The subject a camera's frame results are published on."""
+    return f"{DETECTIONS_PREFIX}.{camera}"
+
+
+def events_subject(camera: str) -> str:
+    """The subject a camera's events are published on."""
+    return f"{EVENTS_PREFIX}.{camera}"
+
+
+class TrackedObject(msgspec.Struct, frozen=True, kw_only=True):
+    """A detection followed over frames: ``track_id`` stays the same while the tracker follows the object."""
+
+    track_id: int
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+    """In pixels of the frame: x1, y1, x2, y2."""
+
+
+class FrameResult(msgspec.Struct, tag="frame_result", **_STRUCT_OPTIONS):
+    """What one frame of a camera contained (or why it could not be analysed)."""
+
+    camera: str
+    frame_number: int
+    """The frame's number among the frames sampled from the source (0, 1, 2, …; consecutive)."""
+    pts_s: float | None = None
+    """Presentation time in the source, seconds (``None`` when the source gave none)."""
+    captured_ms: int = 0
+    """When the frame was read from the source, Unix epoch milliseconds."""
+    published_ms: int = 0
+    """When this result was published; ``published_ms - captured_ms`` is the frame's end-to-end latency."""
+    width: int = 0
+    height: int = 0
+    objects: tuple[TrackedObject, ...] = ()
+    reused: bool = False
+    """True when the change gate found the frame unchanged and reused the previous frame's detections."""
+    model: str = ""
+    version: str = ""
+    error: ErrorCode | None = None
+    """Set when the frame could not be analysed (``objects`` then repeats nothing); see ``error_message``."""
+    error_message: str = ""
+
+
+class TrackAppeared(msgspec.Struct, tag="track_appeared", **_STRUCT_OPTIONS):
+    """A new track: the object's first box, label and score, and the frame it was first seen in."""
+
+    camera: str
+    track_id: int
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+    frame_number: int
+    timestamp: float
+    """When the frame was captured, Unix epoch seconds."""
+
+
+class TrackLeft(msgspec.Struct, tag="track_left", **_STRUCT_OPTIONS):
+    """A track ended: not seen for long enough (or the camera stopped). Times are those of its first and last
+    frames."""
+
+    camera: str
+    track_id: int
+    label: str
+    first_frame: int
+    last_frame: int
+    first_timestamp: float
+    last_timestamp: float
+    frames_seen: int
+    last_box: tuple[float, float, float, float]
+    frame_number: int
+    """The frame at which the track was declared gone."""
+    timestamp: float
+
+
+class TrackCount(msgspec.Struct, tag="track_count", **_STRUCT_OPTIONS):
+    """The number of tracks present, in total and per label; sent when it changes (and on the first frame)."""
+
+    camera: str
+    frame_number: int
+    timestamp: float
+    active: int
+    by_label: dict[str, int]
+
+
+CameraEvent: TypeAlias = TrackAppeared | TrackLeft | TrackCount
+
+
+# --------------------------------------------------------------------------------------------
+# Liveness: every running copy of ingest says so a few times a second
+# --------------------------------------------------------------------------------------------
+INGEST_HEARTBEAT_SUBJECT: Final = f"{SUBJECT_PREFIX}.heartbeat.ingest"
+"""Every ingest copy publishes a :class:`Heartbeat` here (JSON) every ``interval_ms``. A producer that watches it
+knows when the copy holding its request died, and sends the request again (the client library does this)."""
+
+
+class Heartbeat(msgspec.Struct, tag="heartbeat", **_STRUCT_OPTIONS):
+    """One copy of a service is alive (or, with ``leaving``, draining: it finishes what it holds, takes nothing new).
+
+    A copy silent for ``dead_after_ms`` is dead, and so is one whose ``boot`` changed (it restarted): whatever it
+    held is lost. Internal services publish the same message on internal subjects.
+    """
+
+    service: str
+    instance: str
+    """The copy's instance id (may stay the same across restarts)."""
+    boot: str
+    """Unique per process start."""
+    interval_ms: int
+    dead_after_ms: int
+    leaving: bool = False
+
+
+# --------------------------------------------------------------------------------------------
 # Codecs: build once per process, reuse.
 # --------------------------------------------------------------------------------------------
 T = TypeVar("T")
@@ -302,8 +442,20 @@ class Codec(Generic[T]):
         self._json_encoder = msgspec.json.Encoder()
 
     def decode(self, data: bytes, *, json: bool = False) -> T:
-        """Decode, raising :class:`msgspec.ValidationError`/:class:`msgspec.DecodeError` on bad input."""
-        return self._json_decoder.decode(data) if json else self._decoder.decode(data)
+        """Decode, raising :class:`msgspec.ValidationError`/:class:`msgspec.DecodeError` on bad input, and only
+        those, with a message that is :func:`one_line`: a string that is not UTF-8 and nesting deeper than Python's
+        recursion limit (msgspec recurses into unknown fields too, and stops there) are a ``DecodeError`` too."""
+        try:
+            return self._json_decoder.decode(data) if json else self._decoder.decode(data)
+        except msgspec.MsgspecError as exc:  # msgspec quotes a bad value as it came: CR, LF, megabytes
+            message = str(exc)
+            if len(message) > MAX_ERROR_MESSAGE_CHARS or not message.isprintable():
+                raise type(exc)(one_line(message)) from exc
+            raise
+        except UnicodeDecodeError as exc:
+            raise msgspec.DecodeError(f"a string is not valid UTF-8: {exc.reason} at byte {exc.start}") from exc
+        except RecursionError as exc:
+            raise msgspec.DecodeError("nested too deeply") from exc
 
     def encode(self, message: T, *, json: bool = False) -> bytes:
         """Encode as msgpack (default) or JSON (bytes become base64 strings)."""

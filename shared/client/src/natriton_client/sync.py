@@ -173,7 +173,10 @@ class Client:
         propagate_trace: bool = True,
         **nats_options: Any,
     ) -> Client:
-        """Connect to NATS at ``servers`` (a URL or a list of them); ``ConnectionFailed`` when none answers."""
+        """Connect to NATS at ``servers`` (a URL or a list of them); ``ConnectionFailed`` when none answers.
+
+        ``nats_options`` also take :meth:`AsyncClient.connect`'s ``creds_file``, ``nkey_seed_file``, ``tls_ca_file``,
+        ``tls_cert_file``, ``tls_key_file`` and ``inbox_prefix`` (a locked-down mesh)."""
         runner = _LoopThread(f"natriton-client-{name}")
         try:
             client = runner.run(

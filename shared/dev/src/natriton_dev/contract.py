@@ -35,10 +35,21 @@ import msgspec
 import msgspec.inspect as mi
 import yaml
 
-from natriton.messages import ModelInfo, RoutePolicy
-from natriton.subjects import MODELS_BUCKET, ROUTES_BUCKET, queue_group
+from natriton.messages import ModelInfo, RoutePolicy, StreamControl, StreamControlAnswer, StreamSource, StreamStatus
+from natriton.subjects import (
+    CONTROL_STREAMS,
+    MODELS_BUCKET,
+    ROUTES_BUCKET,
+    STREAM_STATUS_BUCKET,
+    STREAMS_BUCKET,
+    queue_group,
+)
 from natriton_client.protocol import (
+    CAMERA_RESULTS_STREAM,
+    DETECTIONS_PREFIX,
+    EVENTS_PREFIX,
     INFER_SUBJECT,
+    INGEST_HEARTBEAT_SUBJECT,
     JSON,
     MAX_REQUEST_ID_LENGTH,
     MSGPACK,
@@ -47,9 +58,12 @@ from natriton_client.protocol import (
     RESULTS_PREFIX,
     SHARED_RESULTS,
     SUBJECT_PREFIX,
+    CameraEvent,
     ErrorCode,
     ErrorReply,
+    FrameResult,
     Header,
+    Heartbeat,
     PublicRequest,
     Reply,
 )
@@ -112,6 +126,56 @@ SCHEMAS: Final[tuple[Published, ...]] = (
         f"A value of the NATS KV bucket `{ROUTES_BUCKET}` (key: the model name), written by operators; "
         f"read it with `nats kv get {ROUTES_BUCKET} <model>`.",
         KV_NOTE,
+    ),
+    Published(
+        "frame_result",
+        FrameResult,
+        "Natriton camera frame result",
+        f"One per frame of a camera, in frame order, on `{DETECTIONS_PREFIX}.<camera>` (kept by the JetStream stream "
+        f"`{CAMERA_RESULTS_STREAM}`: replay a camera with any JetStream consumer).",
+    ),
+    Published(
+        "camera_event",
+        CameraEvent,
+        "Natriton camera event",
+        f"A track appears or leaves, or the counts change, on `{EVENTS_PREFIX}.<camera>` (also kept by "
+        f"`{CAMERA_RESULTS_STREAM}`).",
+    ),
+    Published(
+        "stream_source",
+        StreamSource,
+        "Natriton camera source",
+        f"A value of the NATS KV bucket `{STREAMS_BUCKET}` (key: the camera id): a camera to read, written by the "
+        f"control endpoint `{CONTROL_STREAMS}` (`natriton stream add`).",
+        KV_NOTE,
+    ),
+    Published(
+        "stream_status",
+        StreamStatus,
+        "Natriton camera status",
+        f"A value of the NATS KV bucket `{STREAM_STATUS_BUCKET}` (key: the camera id), written by the ingest copy "
+        "that reads the camera.",
+        KV_NOTE,
+    ),
+    Published(
+        "stream_control",
+        StreamControl,
+        "Natriton camera control request",
+        f"What an operator sends to `{CONTROL_STREAMS}` (request/reply): add, remove or list cameras.",
+    ),
+    Published(
+        "heartbeat",
+        Heartbeat,
+        "Natriton service heartbeat",
+        f"Every ingest copy says it is alive on `{INGEST_HEARTBEAT_SUBJECT}` every `interval_ms` (JSON). A copy "
+        "silent for `dead_after_ms`, or seen with a new `boot`, died with the requests it held: send those again "
+        "(the client library does).",
+    ),
+    Published(
+        "stream_control_answer",
+        StreamControlAnswer,
+        "Natriton camera control answer",
+        f"The answer on `{CONTROL_STREAMS}`: the outcome and the cameras concerned, or a typed error.",
     ),
 )
 
@@ -401,8 +465,9 @@ def _messages(
     classes: dict[str, type],
     encodings: Sequence[str],
     headers: Callable[[type, str], dict[str, Any] | None],
+    key_prefix: str = "",
 ) -> list[_Message]:
-    """One message per member of a published (union) type and per encoding."""
+    """One message per member of a published (union) type and per encoding (keyed ``<prefix><tag>.<encoding>``)."""
     out = []
     for name in _members(root, "#/components/schemas/"):
         cls = classes[name]
@@ -431,7 +496,7 @@ def _messages(
                     }
             body["description"] = description
             body["payload"] = {"$ref": f"#/components/schemas/{name}"}
-            out.append(_Message(f"{info.tag}.{encoding}", body))
+            out.append(_Message(f"{key_prefix}{info.tag}.{encoding}", body))
     return out
 
 
@@ -442,6 +507,14 @@ def _request_headers(cls: type, content_type: str) -> dict[str, Any]:
 def _reply_headers(cls: type, content_type: str) -> dict[str, Any]:
     names = ERROR_HEADERS if issubclass(cls, ErrorReply) else RESULT_HEADERS
     return headers_schema(names, content_type, required=REPLY_REQUIRED_HEADERS)
+
+
+def _control_headers(cls: type, content_type: str) -> dict[str, Any]:
+    """A control endpoint's answer: its encoding, and the NATS micro error headers on a typed error."""
+    names: tuple[str, ...] = (Header.CONTENT_TYPE,)
+    if issubclass(cls, ErrorReply):
+        names = (Header.CONTENT_TYPE, Header.SERVICE_ERROR, Header.SERVICE_ERROR_CODE)
+    return headers_schema(names, content_type, required=names)
 
 
 def _no_headers(cls: type, content_type: str) -> None:
@@ -473,6 +546,14 @@ def asyncapi_document() -> dict[str, Any]:
     replies = _messages(by_name["reply"], classes, both, _reply_headers)
     models = _messages(by_name["model_info"], classes, ["json"], _no_headers)
     routes = _messages(by_name["route_policy"], classes, ["json"], _no_headers)
+    frame_results = _messages(by_name["frame_result"], classes, ["msgpack"], _no_headers)
+    camera_events = _messages(by_name["camera_event"], classes, ["msgpack"], _no_headers)
+    heartbeats = _messages(by_name["heartbeat"], classes, ["json"], _no_headers)
+    sources = _messages(by_name["stream_source"], classes, ["json"], _no_headers)
+    statuses = _messages(by_name["stream_status"], classes, ["json"], _no_headers)
+    stream_requests = _messages(by_name["stream_control"], classes, both, _no_headers)
+    stream_answers = _messages(by_name["stream_control_answer"], classes, both, _control_headers, "stream_control.")
+    camera_parameter = {"description": "The camera id: 1 to 64 of `A-Z a-z 0-9 _ -`."}
     model_parameter = {"description": "The model name, e.g. `mobilenet_v2`."}
     ingest_queue = {"nats": {"queue": queue_group("ingest"), "bindingVersion": "0.1.0"}}
     channels: dict[str, Any] = {
@@ -536,6 +617,53 @@ def asyncapi_document() -> dict[str, Any]:
             "parameters": {"model": model_parameter},
             "messages": _refs(routes),
         },
+        "cameraDetections": {
+            "address": f"{DETECTIONS_PREFIX}.{{camera}}",
+            "title": "A camera's frame results",
+            "description": f"One result per frame, in frame order; kept by the JetStream stream "
+            f"`{CAMERA_RESULTS_STREAM}` for replay.",
+            "parameters": {"camera": camera_parameter},
+            "messages": _refs(frame_results),
+        },
+        "cameraEvents": {
+            "address": f"{EVENTS_PREFIX}.{{camera}}",
+            "title": "A camera's events",
+            "description": f"Tracks appearing and leaving, and counts; kept by `{CAMERA_RESULTS_STREAM}`.",
+            "parameters": {"camera": camera_parameter},
+            "messages": _refs(camera_events),
+        },
+        "ingestHeartbeats": {
+            "address": INGEST_HEARTBEAT_SUBJECT,
+            "title": "Ingest heartbeats",
+            "description": "Which ingest copies are alive: watch it to send again the requests a dead copy held.",
+            "messages": _refs(heartbeats),
+        },
+        "streamControl": {
+            "address": CONTROL_STREAMS,
+            "title": "Camera control",
+            "description": "Ingest's control endpoint: add (or replace), remove or list cameras. The answer uses "
+            "the request's encoding; URL credentials never come back.",
+            "messages": _refs(stream_requests),
+        },
+        "streamControlInbox": {
+            "address": None,
+            "title": "The control request's reply subject",
+            "messages": _refs(stream_answers),
+        },
+        "streamSources": {
+            "address": f"$KV.{STREAMS_BUCKET}.{{camera}}",
+            "title": f"Camera sources (NATS KV bucket {STREAMS_BUCKET})",
+            "description": f"One source per camera (`nats kv get {STREAMS_BUCKET} <camera>`).",
+            "parameters": {"camera": camera_parameter},
+            "messages": _refs(sources),
+        },
+        "streamStatus": {
+            "address": f"$KV.{STREAM_STATUS_BUCKET}.{{camera}}",
+            "title": f"Camera status (NATS KV bucket {STREAM_STATUS_BUCKET})",
+            "description": "What the ingest copy reading a camera last reported.",
+            "parameters": {"camera": camera_parameter},
+            "messages": _refs(statuses),
+        },
     }
     operations: dict[str, Any] = {
         "inferRequestReply": {
@@ -582,6 +710,47 @@ def asyncapi_document() -> dict[str, Any]:
             "title": "Every router copy follows the routing policies",
             "messages": _refs(routes, "routePolicies"),
         },
+        "publishFrameResult": {
+            "action": "send",
+            "channel": {"$ref": "#/channels/cameraDetections"},
+            "title": "The camera's owner publishes each frame's result",
+            "messages": _refs(frame_results, "cameraDetections"),
+        },
+        "publishCameraEvent": {
+            "action": "send",
+            "channel": {"$ref": "#/channels/cameraEvents"},
+            "title": "The camera's owner publishes its events",
+            "messages": _refs(camera_events, "cameraEvents"),
+        },
+        "publishHeartbeat": {
+            "action": "send",
+            "channel": {"$ref": "#/channels/ingestHeartbeats"},
+            "title": "Every ingest copy says it is alive",
+            "messages": _refs(heartbeats, "ingestHeartbeats"),
+        },
+        "controlStreams": {
+            "action": "receive",
+            "channel": {"$ref": "#/channels/streamControl"},
+            "title": "Add, remove or list cameras (request/reply)",
+            "bindings": ingest_queue,
+            "messages": _refs(stream_requests, "streamControl"),
+            "reply": {
+                "channel": {"$ref": "#/channels/streamControlInbox"},
+                "messages": _refs(stream_answers, "streamControlInbox"),
+            },
+        },
+        "watchStreamSources": {
+            "action": "receive",
+            "channel": {"$ref": "#/channels/streamSources"},
+            "title": "Every ingest copy follows the camera sources",
+            "messages": _refs(sources, "streamSources"),
+        },
+        "publishStreamStatus": {
+            "action": "send",
+            "channel": {"$ref": "#/channels/streamStatus"},
+            "title": "The camera's owner writes its status",
+            "messages": _refs(statuses, "streamStatus"),
+        },
     }
     return {
         "asyncapi": "3.0.0",
@@ -615,7 +784,22 @@ def asyncapi_document() -> dict[str, Any]:
         "operations": operations,
         "components": {
             "schemas": schemas,
-            "messages": {m.key: m.body for m in [*requests, *replies, *models, *routes]},
+            "messages": {
+                m.key: m.body
+                for m in [
+                    *requests,
+                    *replies,
+                    *models,
+                    *routes,
+                    *frame_results,
+                    *camera_events,
+                    *heartbeats,
+                    *sources,
+                    *statuses,
+                    *stream_requests,
+                    *stream_answers,
+                ]
+            },
         },
     }
 

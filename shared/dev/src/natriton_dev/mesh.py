@@ -26,6 +26,8 @@ def service_environment(service: str, env: Mapping[str, str]) -> dict[str, str]:
 
 METRICS_PORT = PREFIX + "METRICS_PORT"
 METRICS_HOST = PREFIX + "METRICS_HOST"
+PUBLIC_URL = PREFIX + "PUBLIC_URL"
+RECORDINGS_DIR = PREFIX + "RECORDINGS_DIR"
 
 
 class ServiceProcess(ManagedProcess):
@@ -33,6 +35,8 @@ class ServiceProcess(ManagedProcess):
 
     Each copy serves ``/metrics``, ``/healthz`` and ``/readyz`` on 127.0.0.1 and a port of its own (a free one
     unless ``metrics_port`` is given; ``NATRITON_METRICS_PORT=0`` in ``env`` turns it off): :attr:`metrics_url`.
+    Ingest copies serve their live page there too (``NATRITON_PUBLIC_URL`` is set to :attr:`metrics_url`) and
+    keep recordings in ``<workdir>/recordings`` unless ``NATRITON_RECORDINGS_DIR`` says otherwise.
     """
 
     def __init__(
@@ -46,8 +50,14 @@ class ServiceProcess(ManagedProcess):
         """Where this copy serves metrics and health on 127.0.0.1 (0: not at all)."""
         env[METRICS_PORT] = str(self.metrics_port)
         env[METRICS_HOST] = "127.0.0.1"
+        if service == "ingest" and self.metrics_port:
+            env[PUBLIC_URL] = f"http://127.0.0.1:{self.metrics_port}"
+        if service == "ingest":
+            env.setdefault(RECORDINGS_DIR, str(Path(workdir) / "recordings"))
         super().__init__([sys.executable, "-m", f"natriton_{service}"], workdir, name=name, env=env)
         self.service = service
+        self.ready_timeout = 60.0 if service == "router" else 30.0
+        """How long :meth:`wait_ready` waits by default (the router loads the model catalog from Triton first)."""
         self._log_offset = 0
 
     @property
@@ -69,8 +79,15 @@ class ServiceProcess(ManagedProcess):
             log_file.seek(self._log_offset)
             return log_file.read().decode("utf-8", errors="replace")
 
-    def wait_ready(self, timeout: float) -> None:
-        """Block until the service says it is ready; raise with its log when it dies or times out."""
+    def restart_after_crash(self) -> None:
+        """Start again on the same metrics port and wait until ready (it reconnects to NATS by itself)."""
+        super().restart_after_crash()
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the service says it is ready (default timeout: :attr:`ready_timeout`); raise with its log
+        when it dies or times out."""
+        timeout = self.ready_timeout if timeout is None else timeout
 
         def ready() -> bool:
             if not self.is_running:

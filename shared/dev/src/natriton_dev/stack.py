@@ -5,13 +5,13 @@ Used by ``make demo``, the integration tests and the load tests::
     with LocalStack(workdir) as stack:
         ...  # stack.nats_url, stack.triton.grpc_url, stack.redis_url
 
-``python -m natriton_dev.stack`` runs it in the foreground until Ctrl-C/SIGTERM.
+``python -m natriton_dev.stack`` runs it in the foreground until Ctrl-C/SIGTERM, supervised.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import atexit
 import logging
 import os
 import signal
@@ -22,7 +22,9 @@ from types import FrameType, TracebackType
 from typing import Any, Self
 
 from natriton_dev.mesh import SERVICES, ServiceProcess
+from natriton_dev.process import ManagedProcess
 from natriton_dev.servers import NatsServer, RedisServer
+from natriton_dev.supervisor import BackoffPolicy, Subscriber, Supervisor
 from natriton_dev.triton import TritonServer
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,13 @@ class LocalStack:
 
     ``model_control_mode="explicit"`` lets ``natriton models load|unload`` change the models Triton serves at run
     time; ``load_models`` are loaded at start (``*``: all of them).
+
+    ``supervise=True`` (``natriton up``) restarts a server or service that dies on the same ports, with
+    ``backoff`` (:mod:`natriton_dev.supervisor`; :attr:`supervisor` has the events and restart counts).
+    Off by default: in the tests a process that dies must fail the test, and tests stop and kill processes
+    themselves. Either way every process gets SIGTERM from the kernel if this process dies (``die_with_parent``),
+    ``stop()`` also runs at interpreter exit, and ``stop()`` leaves no process, zombie or Triton shared-memory
+    region behind.
     """
 
     def __init__(
@@ -47,6 +56,8 @@ class LocalStack:
         with_services: bool = True,
         model_control_mode: str = "",
         load_models: tuple[str, ...] = ("*",),
+        supervise: bool = False,
+        backoff: BackoffPolicy | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -55,10 +66,33 @@ class LocalStack:
         self.triton = TritonServer(
             model_repository, self.workdir / "triton", model_control_mode=model_control_mode, load_models=load_models
         )
+        for server in self.servers:
+            server.die_with_parent = True
         self.service_env = dict(service_env or {})
         self.copies = {s: 1 for s in SERVICES} | dict(copies or {})
         self.with_services = with_services
         self.services: list[ServiceProcess] = []
+        self.supervisor: Supervisor | None = Supervisor(backoff) if supervise else None
+        """Restarts what dies (``supervise=True``); subscribe to its events before ``start()`` or after."""
+
+    @property
+    def servers(self) -> list[ManagedProcess]:
+        """NATS, Redis and Triton."""
+        return [self.nats, self.redis, self.triton]
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        """Every server and service copy."""
+        return [*self.servers, *self.services]
+
+    def on_supervisor_event(self, callback: Subscriber) -> None:
+        """Call ``callback`` with every supervisor event (a crash, a restart...); nothing when not supervised."""
+        if self.supervisor is not None:
+            self.supervisor.subscribe(callback)
+
+    def restarts(self) -> dict[str, int]:
+        """Restarts per process name by the supervisor (empty when not supervised)."""
+        return self.supervisor.restarts() if self.supervisor is not None else {}
 
     @property
     def nats_url(self) -> str:
@@ -86,25 +120,19 @@ class LocalStack:
         return env
 
     def start(self) -> None:
-        """Start servers, then services; on any failure stop what was started and re-raise."""
+        """Start servers, then services, then the supervisor; on any failure stop what was started and re-raise."""
+        atexit.register(self._stop_at_exit)
         try:
-            triton_thread_error: list[BaseException] = []
-
-            def start_triton() -> None:
-                try:
-                    self.triton.start()
-                except BaseException as exc:
-                    triton_thread_error.append(exc)
-
-            loader = threading.Thread(target=start_triton, name="triton-start")
-            loader.start()  # Triton loads models while NATS and Redis come up
+            self.triton.launch()  # Triton loads its models while NATS and Redis come up
             self.nats.start()
             self.redis.start()
-            loader.join()
-            if triton_thread_error:
-                raise triton_thread_error[0]
+            self.triton.wait_ready()
             if self.with_services:
                 self.start_services()
+            if self.supervisor is not None:
+                for process in self.processes:
+                    self.supervisor.watch(process)
+                self.supervisor.start()
         except BaseException:
             self.stop()
             raise
@@ -116,16 +144,18 @@ class LocalStack:
             started = []
             for copy in range(self.copies.get(service, 1)):
                 process = ServiceProcess(service, self.workdir / "services", env, copy=copy)
+                process.die_with_parent = True
                 process.start()
                 self.services.append(process)
                 started.append(process)
+                if self.supervisor is not None:
+                    self.supervisor.watch(process)
             for process in started:
-                process.wait_ready(timeout=60.0 if service == "router" else 30.0)
+                process.wait_ready()
 
     def pids(self) -> dict[str, int]:
         """Process id of every running server and service copy (each leads its own process group)."""
-        processes = [self.nats, self.redis, self.triton, *self.services]
-        return {p.name: p.pid for p in processes if p.pid is not None and p.is_running}
+        return {p.name: p.pid for p in self.processes if p.pid is not None and p.is_running}
 
     def describe(self) -> dict[str, Any]:
         """Where everything listens and runs (what ``natriton up`` writes to its state file)."""
@@ -153,13 +183,31 @@ class LocalStack:
         raise KeyError(wanted)
 
     def stop(self) -> None:
-        """Stop services (they drain), then Triton, Redis and NATS."""
+        """Stop the supervisor's restarts, then services (they drain), then Triton, Redis and NATS.
+
+        Each process group gets SIGTERM, then SIGKILL for what is left; every process is reaped; Triton's stubs
+        and shared-memory regions are removed. Safe to call more than once.
+        """
+        atexit.unregister(self._stop_at_exit)
+        if self.supervisor is not None:
+            self.supervisor.hold()
         for process in reversed(self.services):
-            process.stop(timeout=20.0)
+            try:
+                process.stop(timeout=20.0)
+            except Exception:
+                log.exception("stopping %s failed", process.name)
         self.services.clear()
         for server in (self.triton, self.redis, self.nats):
-            with contextlib.suppress(Exception):
+            try:
                 server.stop()
+            except Exception:
+                log.exception("stopping %s failed", server.name)
+        if self.supervisor is not None:
+            self.supervisor.close()
+
+    def _stop_at_exit(self) -> None:
+        log.warning("the interpreter exits with the local stack still running: stopping it")
+        self.stop()
 
     def __enter__(self) -> Self:
         self.start()
@@ -185,7 +233,7 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with LocalStack(workdir) as stack:
+    with LocalStack(workdir, supervise=True) as stack:
         log.info(
             "stack up: NATS %s, Redis %s, Triton gRPC %s; logs in %s",
             stack.nats_url,

@@ -3,7 +3,9 @@
 Handles what a bare ``tritonserver`` launch gets wrong here (see docs on Triton on CPU): a backend directory holding
 the python backend plus the stub for the running Python, ``LD_LIBRARY_PATH`` with the wheel's libraries and this
 interpreter's libpython, the venv first on ``PATH`` (the stub finds its interpreter through ``python3``), a ready
-timeout (a stub that cannot start makes Triton hang) and removal of the shared-memory regions a killed server leaves.
+timeout (a stub that cannot start makes Triton hang) and removal of what a killed server leaves: its python-backend
+stub processes (found by the server's own shared-memory prefix, which is on their command lines) and their
+shared-memory regions.
 
 CLI: ``python -m natriton_dev.triton --model-repository model_repository --workdir /tmp/triton``.
 """
@@ -28,12 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from natriton_dev.process import ManagedProcess, free_port
+from natriton_dev.process import ManagedProcess, free_port, kill_and_wait, pids_with_command_line
 
 log = logging.getLogger(__name__)
 
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region_"
+STUB_NAME = "triton_python_backend_stub"
 
 
 class TritonStartError(RuntimeError):
@@ -65,7 +68,7 @@ class TritonInstall:
     def stub(self, version: str | None = None) -> Path:
         """The python-backend stub built for Python ``X.Y`` (default: the running interpreter)."""
         version = version or f"{sys.version_info.major}.{sys.version_info.minor}"
-        return self.root / "python_backend_stubs" / version / "triton_python_backend_stub"
+        return self.root / "python_backend_stubs" / version / STUB_NAME
 
     @classmethod
     def locate(cls) -> TritonInstall:
@@ -106,10 +109,11 @@ def _copy_if_changed(src: Path, dst: Path) -> None:
 class TritonServer(ManagedProcess):
     """A local ``tritonserver`` (python backend, CPU) on 127.0.0.1, for tests, the demo and benchmarks.
 
-    Ports left at 0 are picked free at construction. ``start()`` returns once ``/v2/health/ready`` answers 200 and
-    raises :class:`TritonStartError` (with the log tail) if the server exits or is not ready within
-    ``ready_timeout``. ``stop()`` shuts it down (SIGTERM, then SIGKILL after ``timeout``) and removes the python
-    backend's shared-memory regions that appeared while it ran.
+    Ports left at 0 are picked free at construction and kept across restarts. ``start()`` (= ``launch()`` then
+    ``wait_ready()``) returns once ``/v2/health/ready`` answers 200 and raises :class:`TritonStartError` (with the
+    log tail) if the server exits or is not ready within ``ready_timeout``. ``stop()`` shuts it down (SIGTERM, then
+    SIGKILL after ``timeout``); it and :meth:`clean_up_leftovers` (after a crash) kill the python-backend stubs and
+    remove the shared-memory regions of this server (all named with :attr:`shm_prefix`).
     """
 
     def __init__(
@@ -140,7 +144,6 @@ class TritonServer(ManagedProcess):
         self._base_env = dict(env) if env is not None else dict(os.environ)
         # A prefix unique to this server (it still starts with SHM_PREFIX) keeps its regions apart from others'.
         self.shm_prefix = f"{SHM_PREFIX}natriton_{os.getpid()}_{secrets.token_hex(4)}_"
-        self._shm_before: set[str] = set()
         super().__init__(["tritonserver"], Path(workdir).resolve(), name="tritonserver")
 
     @property
@@ -218,27 +221,35 @@ class TritonServer(ManagedProcess):
 
     def start(self) -> None:
         """Start tritonserver and block until it is ready; raise ``TritonStartError`` otherwise."""
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start tritonserver without waiting (it loads its models meanwhile); :meth:`wait_ready` waits."""
         if not self.model_repository.is_dir():
             raise TritonStartError(f"model repository {self.model_repository} is not a directory")
         self._prepare()
-        self._shm_before = _shm_regions()
-        began = time.monotonic()
         try:
             super().start()
         except OSError as exc:
             raise TritonStartError(f"cannot execute {self.command[0]}: {exc}") from exc
+
+    def wait_ready(self) -> None:
+        """Block until the launched server is ready; kill it and raise ``TritonStartError`` if it exits or is not
+        ready within ``ready_timeout`` of its launch."""
+        began = self.started_at if self.started_at is not None else time.monotonic()
         deadline = began + self.ready_timeout
         while True:
             if not self.is_running:
                 rc = self.returncode
-                self.stop(timeout=5.0)
+                self.terminate(timeout=5.0)
                 raise TritonStartError(
                     f"tritonserver exited with status {rc} during startup; log {self.log_path}:\n{self.log_tail(60)}"
                 )
             if self.is_ready():
                 break
             if time.monotonic() >= deadline:
-                self.stop(timeout=5.0)
+                self.terminate(timeout=5.0)
                 raise TritonStartError(
                     f"tritonserver not ready within {self.ready_timeout:.0f} s (killed); log {self.log_path}:\n"
                     f"{self.log_tail(60)}"
@@ -253,17 +264,29 @@ class TritonServer(ManagedProcess):
         )
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM, wait up to ``timeout`` s, SIGKILL; then remove shared-memory regions this server created."""
-        rc = super().stop(timeout=timeout)
+        """SIGTERM, wait up to ``timeout`` s, SIGKILL; then kill its stubs and remove its shared-memory regions."""
+        return super().stop(timeout=timeout)
+
+    def stub_pids(self) -> list[int]:
+        """The python-backend stub processes of this server that run (their command line holds its prefix)."""
+        return pids_with_command_line(STUB_NAME, self.shm_prefix)
+
+    def clean_up_leftovers(self, timeout: float = 5.0) -> None:
+        """Kill the process group (the stubs are in it), any stub of this server outside it, and remove this
+        server's shared-memory regions: a killed tritonserver leaves stubs of ~300-600 MB and regions behind."""
+        super().clean_up_leftovers(timeout)
+        stray = self.stub_pids()
+        if stray:
+            log.warning("killing %d python-backend stub(s) tritonserver left behind: %s", len(stray), stray)
+            kill_and_wait(stray, timeout)
         self.cleanup_shm()
-        return rc
 
     def cleanup_shm(self) -> list[str]:
-        """Remove ``/dev/shm`` regions created since ``start()`` by this server; return their names."""
+        """Remove the ``/dev/shm`` regions of this server (named with :attr:`shm_prefix`); return their names."""
         removed = []
-        for name in sorted(_shm_regions() - self._shm_before):
+        for name in sorted(_shm_regions()):
             if not name.startswith(self.shm_prefix):
-                continue  # another server's region that appeared meanwhile
+                continue  # another server's region
             try:
                 (SHM_DIR / name).unlink()
                 removed.append(name)

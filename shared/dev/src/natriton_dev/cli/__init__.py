@@ -7,6 +7,7 @@
     natriton models load|unload NAME  model hot reload (Triton in explicit model-control mode)
     natriton infer FILE|TEXT -m M     one request, the answer shown nicely
     natriton routes ls|set|clear      routing policies (A/B, canary, shadow)
+    natriton stream ls|add|rm         cameras (video sources), added and removed at run time
     natriton trace REQUEST_ID         a request's hops as a tree of spans
     natriton bench                    a closed-loop load test of a running mesh
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import typer
 
-from natriton_dev.cli import bench, infer, local, models, routes, status, trace
+from natriton_dev.cli import bench, deadletters, infer, local, models, routes, status, streams, trace
 from natriton_dev.cli.common import EXIT_CODES_HELP
 
 app = typer.Typer(
@@ -38,6 +39,8 @@ app.command("status", epilog=EXIT_CODES_HELP)(status.status_command)
 app.add_typer(models.app, name="models", epilog=EXIT_CODES_HELP)
 app.command("infer", epilog=EXIT_CODES_HELP)(infer.infer_command)
 app.add_typer(routes.app, name="routes", epilog=EXIT_CODES_HELP)
+app.add_typer(streams.app, name="stream", epilog=EXIT_CODES_HELP)
+app.add_typer(deadletters.app, name="deadletters", epilog=EXIT_CODES_HELP)
 app.command("trace", epilog=EXIT_CODES_HELP)(trace.trace_command)
 app.command("bench", epilog=EXIT_CODES_HELP)(bench.bench_command)
 

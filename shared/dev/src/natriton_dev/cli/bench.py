@@ -84,7 +84,7 @@ def result_document(
     duration = result.duration_s
     return {
         "ok": result.succeeded > 0,
-        "nats_url": nats_url,
+        "nats_url": shown_url(nats_url),
         "model": model,
         "input": input_text,
         "concurrency": concurrency,

@@ -280,8 +280,35 @@ def connect_error_reason(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def nats_security_options(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Credentials, NKey, TLS and inbox prefix for every command's NATS connection, from the services' variables
+    (``NATRITON_NATS_CREDS_FILE``, ``NATRITON_NATS_NKEY_SEED_FILE``, ``NATRITON_NATS_TLS_CA_FILE``,
+    ``NATRITON_NATS_TLS_CERT_FILE``, ``NATRITON_NATS_TLS_KEY_FILE``, ``NATRITON_NATS_INBOX_PREFIX``); a bad value
+    is a usage error."""
+    from natriton_client.aio import connection_options
+
+    env = os.environ if environ is None else environ
+
+    def var(name: str) -> str:
+        return env.get(f"NATRITON_NATS_{name}", "").strip()
+
+    try:
+        return connection_options(
+            var("CREDS_FILE"),
+            var("NKEY_SEED_FILE"),
+            var("TLS_CA_FILE"),
+            var("TLS_CERT_FILE"),
+            var("TLS_KEY_FILE"),
+            var("INBOX_PREFIX"),
+        )
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: a missing or bad certificate or key
+        raise CliError(f"NATS TLS settings: {type(exc).__name__}: {exc}", EXIT_USAGE) from None
+
+
 async def connect_nats(url: str, timeout_s: float, *, name: str = "natriton-cli") -> NATS:
-    """Connect within ``timeout_s`` or raise :class:`CliError` (exit 3) with the reason, never retrying for long."""
+    """Connect within ``timeout_s`` or raise :class:`CliError` (exit 3) with the reason, never retrying for long.
+
+    Authenticates and speaks TLS as the ``NATRITON_NATS_*`` variables say (:func:`nats_security_options`)."""
     import nats
 
     errors: list[BaseException] = []
@@ -290,6 +317,7 @@ async def connect_nats(url: str, timeout_s: float, *, name: str = "natriton-cli"
         errors.append(exc)
 
     servers = [u.strip() for u in url.split(",") if u.strip()]
+    security = nats_security_options()
     try:
         async with asyncio.timeout(timeout_s + 1.0):
             return await nats.connect(
@@ -300,6 +328,7 @@ async def connect_nats(url: str, timeout_s: float, *, name: str = "natriton-cli"
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0.1,
                 error_cb=on_error,
+                **security,
             )
     except Exception as exc:
         cause = errors[-1] if errors and not isinstance(exc, TimeoutError) else exc
@@ -313,6 +342,31 @@ async def close_quietly(nc: NATS) -> None:
     with contextlib.suppress(Exception):
         async with asyncio.timeout(2.0):
             await nc.close()
+
+
+async def control_request(
+    url: str, connect_timeout: float, timeout_s: float, subject: str, payload: bytes, codec: Any, service: str
+) -> Any:
+    """Send one control request to ``subject`` and decode the answer with ``codec`` (``service`` names who
+    should answer, for the error message when nothing does)."""
+    import msgspec
+    import nats.errors
+
+    nc = await connect_nats(url, connect_timeout, name="natriton-control")
+    try:
+        msg = await nc.request(subject, payload, timeout=timeout_s)
+    except nats.errors.NoRespondersError:
+        raise CliError(
+            f"nothing answers on {subject} at {shown_url(url)} (is the {service} running?)", EXIT_NO_ANSWER
+        ) from None
+    except nats.errors.TimeoutError:
+        raise CliError(f"no answer from the {service} within {timeout_s:g} s", EXIT_NO_ANSWER) from None
+    finally:
+        await close_quietly(nc)
+    try:
+        return codec.decode(msg.data, json=msg.data[:1] == b"{")
+    except msgspec.MsgspecError as exc:
+        raise CliError(f"the answer does not decode: {exc}", EXIT_NO_ANSWER) from None
 
 
 def server_version(nc: NATS) -> str:

@@ -186,7 +186,7 @@ def reply_document(reply: Reply, latency_ms: float, nats_url: str) -> dict[str, 
             "request_id": reply.request_id,
             "error": {"code": reply.code.value, "message": reply.message, "retry_after_ms": reply.retry_after_ms},
             "latency_ms": round(latency_ms, 3),
-            "nats_url": nats_url,
+            "nats_url": shown_url(nats_url),
         }
     return {
         "ok": True,
@@ -196,7 +196,7 @@ def reply_document(reply: Reply, latency_ms: float, nats_url: str) -> dict[str, 
         "cached": reply.cached,
         "latency_ms": round(latency_ms, 3),
         "result": body["result"],
-        "nats_url": nats_url,
+        "nats_url": shown_url(nats_url),
     }
 
 

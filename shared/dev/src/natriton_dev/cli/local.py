@@ -5,7 +5,8 @@ the four services on free ports; :class:`natriton_dev.stack.LocalStack`).
 returns once everything is ready; ``down`` stops it (SIGTERM to the supervisor, which stops the services, then
 Triton, Redis and NATS). Both write the state file (see :mod:`natriton_dev.cli.state`) every other command reads
 to find the stack. The supervisor also records every span the services export to ``traces.jsonl`` in the work
-directory, which ``natriton trace`` reads.
+directory, which ``natriton trace`` reads, and (unless ``--no-restart``) restarts a server or service that dies
+(:mod:`natriton_dev.supervisor`), reporting it as it happens and keeping the state file's pids current.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -53,6 +55,7 @@ from natriton_dev.cli.state import (
     write_state,
 )
 from natriton_dev.stack import DEFAULT_MODEL_REPOSITORY
+from natriton_dev.supervisor import EventKind, SupervisorEvent
 
 log = logging.getLogger("natriton_dev.cli.up")
 TRACE_FILE: Final = "traces.jsonl"
@@ -136,6 +139,21 @@ def _configure_logging(supervised: bool, verbose: bool) -> None:
     if not (supervised or verbose):
         for handler in logging.getLogger().handlers:
             handler.setLevel(logging.WARNING)
+            handler.addFilter(_not_from_the_supervisor)  # report_event() shows those, one line each
+
+
+def _not_from_the_supervisor(record: logging.LogRecord) -> bool:
+    return not record.name.startswith("natriton_dev.supervisor")
+
+
+def report_event(event: SupervisorEvent, out: Output, log_path: Path | None) -> None:
+    """One line on stderr per supervisor event in the foreground, e.g. ``restarted router (exit -9, SIGKILL)
+    after 0.5 s (pid 4242)``; a crash names the process's log."""
+    if event.kind is EventKind.RESTARTED:
+        out.err.print(Text(event.message, style="green"), soft_wrap=True)
+        return
+    where = f" (log {log_path})" if log_path is not None and event.kind is not EventKind.RESTART_FAILED else ""
+    out.warn(event.message + where)
 
 
 def announce(state: StackState, out: Output, *, seconds: float, detached: bool) -> None:
@@ -163,9 +181,19 @@ def announce(state: StackState, out: Output, *, seconds: float, detached: bool) 
 
 
 def supervise(
-    workdir: Path, model_repository: Path, *, traces: bool, sample_ratio: float, supervised: bool, out: Output
+    workdir: Path,
+    model_repository: Path,
+    *,
+    traces: bool,
+    sample_ratio: float,
+    supervised: bool,
+    out: Output,
+    restart: bool = True,
 ) -> None:
-    """Start the stack, write the state file, wait for SIGINT/SIGTERM/SIGHUP, stop everything, remove the file."""
+    """Start the stack, write the state file, wait for SIGINT/SIGTERM/SIGHUP, stop everything, remove the file.
+
+    Meanwhile report every process that dies (and, with ``restart``, its restart), keeping the state file's pids
+    current."""
     from natriton_dev.stack import LocalStack
 
     path = state_path()
@@ -215,7 +243,9 @@ def supervise(
             service_env = service_environment(recorder.endpoint, sample_ratio)
             state.trace_file, state.otlp_endpoint = str(recorder.path), recorder.endpoint
         write_state(path, state)
-        stack = LocalStack(workdir, model_repository=model_repository, service_env=service_env)
+        stack = LocalStack(workdir, model_repository=model_repository, service_env=service_env, supervise=restart)
+        events: queue.SimpleQueue[SupervisorEvent] = queue.SimpleQueue()
+        stack.on_supervisor_event(events.put)
         try:
             with spinner(out, "starting the local stack"):
                 stack.start()
@@ -234,8 +264,20 @@ def supervise(
         log.info("local stack ready: NATS %s", state.nats_url)
         announce(state, out, seconds=time.monotonic() - began, detached=supervised)
         reported_dead: set[str] = set()
-        while not stop.wait(1.0):
-            for process in [stack.nats, stack.redis, stack.triton, *stack.services]:
+        while not stop.wait(0.25):
+            if stack.supervisor is not None:
+                restarted = False
+                while not events.empty():
+                    event = events.get()
+                    restarted |= event.kind is EventKind.RESTARTED
+                    if not supervised:  # a detached supervisor's log has the supervisor's own lines
+                        logs = {p.name: p.log_path for p in stack.processes}
+                        report_event(event, out, logs.get(event.name))
+                if restarted:
+                    state = msgspec.structs.replace(state, **_described(stack))
+                    write_state(path, state)
+                continue
+            for process in stack.processes:
                 if process.name not in reported_dead and not process.is_running:
                     reported_dead.add(process.name)
                     message = f"{process.name} exited with status {process.returncode}; log {process.log_path}"
@@ -296,6 +338,7 @@ def start_detached(
     sample_ratio: float,
     timeout_s: float,
     out: Output,
+    restart: bool = True,
 ) -> tuple[StackState, float]:
     """Start ``natriton up`` as a background supervisor (own session, log in the work dir); wait until ready."""
     path = state_path()
@@ -308,6 +351,7 @@ def start_detached(
         sys.executable, "-m", "natriton_dev.cli", "up", "--supervised",
         "--workdir", str(workdir), "--model-repository", str(model_repository),
         "--trace-sample-ratio", str(sample_ratio), *([] if traces else ["--no-traces"]),
+        *([] if restart else ["--no-restart"]),
     ]  # fmt: skip
     env = {**os.environ, STATE_DIR_VARIABLE: str(path.parent), "PYTHONUNBUFFERED": "1"}
     began = time.monotonic()
@@ -388,6 +432,14 @@ def up_command(
     start_timeout: Annotated[
         float, typer.Option("--start-timeout", min=1.0, help="--detach: seconds to wait until ready.")
     ] = 300.0,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            "--restart/--no-restart",
+            help="Restart a server or service that dies, on the same ports (backoff 0.5 s doubling to 10 s; "
+            "gives up after 8 quick failures in a row).",
+        ),
+    ] = True,
     supervised: Annotated[bool, typer.Option("--supervised", hidden=True)] = False,
     json_output: JsonOption = False,
     verbose: VerboseOption = False,
@@ -399,6 +451,7 @@ def up_command(
 
     Writes the state file (.natriton/stack.json, or in $NATRITON_STATE_DIR) that every other natriton command reads
     to find the stack; prints the NATS URL. JSON: the state file's fields plus "ok", "startup_s", "detached".
+    A process that dies is reported on stderr and restarted (unless --no-restart); nothing outlives the stack.
     """
     out = Output(json_mode=json_output, verbose=verbose)
     with reported(out):
@@ -414,10 +467,19 @@ def up_command(
                 sample_ratio=trace_sample_ratio,
                 timeout_s=start_timeout,
                 out=out,
+                restart=restart,
             )
             announce(state, out, seconds=seconds, detached=True)
             return
-        supervise(folder, repository, traces=traces, sample_ratio=trace_sample_ratio, supervised=supervised, out=out)
+        supervise(
+            folder,
+            repository,
+            traces=traces,
+            sample_ratio=trace_sample_ratio,
+            supervised=supervised,
+            out=out,
+            restart=restart,
+        )
 
 
 # ------------------------------------------------------------------------------------------------ down
@@ -511,7 +573,7 @@ def down_command(
                 "ok": True,
                 "stopped": True,
                 "supervisor_pid": pid,
-                "nats_url": state.nats_url,
+                "nats_url": shown_url(state.nats_url),
                 "seconds": round(seconds, 1),
                 "leftovers": leftovers,
             }

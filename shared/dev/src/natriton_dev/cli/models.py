@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import msgspec
 import typer
 from rich.text import Text
 from typer.core import TyperGroup
@@ -22,7 +21,6 @@ from natriton_dev.cli.common import (
     DEFAULT_CONNECT_TIMEOUT_S,
     ERROR_EXIT_CODES,
     EXIT_FAILED,
-    EXIT_NO_ANSWER,
     CliError,
     ConnectTimeoutOption,
     JsonOption,
@@ -32,6 +30,7 @@ from natriton_dev.cli.common import (
     VerboseOption,
     close_quietly,
     connect_nats,
+    control_request,
     plain,
     reported,
     resolve_nats_url,
@@ -94,7 +93,7 @@ def models_command(
             models = [m for m in models if m.get("name") == name]
             if not models:
                 raise CliError(f"no model {name!r} in the catalog", EXIT_FAILED)
-        out.emit({"ok": True, "nats_url": resolved.url, "models": models})
+        out.emit({"ok": True, "nats_url": shown_url(resolved.url), "models": models})
         if out.json_mode:
             return
         if not models:
@@ -157,35 +156,19 @@ def control(
             raise CliError(f"{answer.code.value}: {answer.message}", ERROR_EXIT_CODES.get(answer.code, EXIT_FAILED))
         document = plain(answer)
         document.pop("type", None)
-        out.emit({"ok": True, "nats_url": resolved.url, **document})
+        out.emit({"ok": True, "nats_url": shown_url(resolved.url), **document})
         out.print(answer.message)
         for state in answer.states:
             out.print(f"  version {state.version}: {state.state}" + (f" ({state.reason})" if state.reason else ""))
 
 
 async def _control(url: str, connect_timeout: float, timeout_s: float, action: str, name: str) -> Any:
-    import nats.errors
-
     from natriton.messages import Codec, ModelControl, ModelControlAnswer
     from natriton.subjects import CONTROL_MODELS
 
     request = Codec(ModelControl).encode(ModelControl(action=action, model=name))  # type: ignore[arg-type]
-    nc = await connect_nats(url, connect_timeout, name="natriton-models")
-    try:
-        msg = await nc.request(CONTROL_MODELS, request, timeout=timeout_s)
-    except nats.errors.NoRespondersError:
-        raise CliError(
-            f"nothing answers on {CONTROL_MODELS} at {shown_url(url)} (is the router running?)", EXIT_NO_ANSWER
-        ) from None
-    except nats.errors.TimeoutError:
-        raise CliError(f"no answer from the router within {timeout_s:g} s", EXIT_NO_ANSWER) from None
-    finally:
-        await close_quietly(nc)
-    codec: Codec[ModelControlAnswer] = Codec(ModelControlAnswer)
-    try:
-        return codec.decode(msg.data, json=msg.data[:1] == b"{")
-    except msgspec.MsgspecError as exc:
-        raise CliError(f"the answer does not decode: {exc}", EXIT_NO_ANSWER) from None
+    answers: Codec[ModelControlAnswer] = Codec(ModelControlAnswer)
+    return await control_request(url, connect_timeout, timeout_s, CONTROL_MODELS, request, answers, "router")
 
 
 async def _read(url: str, connect_timeout: float) -> list[dict[str, Any]] | None:
