@@ -16,7 +16,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +39,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 STREAM = "RESILIENCE"
 SUBJECT = "resilience.work"
 PINGS = "resilience-ping"  # a plain subject, outside the stream
+MESSAGES = 200  # spread over 6 copies: a copy bound to the consumer is left without any with odds (5/6)^200
 
 
 async def connect(servers: list[str], name: str) -> NATS:
@@ -159,6 +160,51 @@ async def test_a_restarted_server_loses_no_acknowledged_message_and_consumers_re
         if publisher_nc is not None:
             await publisher_nc.close()
         await runtime.drain()
+        server.stop()
+
+
+async def test_copies_that_start_together_share_one_durable_consumer(tmp_path: Path) -> None:
+    """Several copies of a service start at once and race to create their stream's durable consumer: none fails,
+    each message goes to exactly one of them, and every copy takes a share (none is left bound to a deliver subject
+    that a later copy replaced)."""
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    copies = [
+        ServiceRuntime("starter", "0.0.1", CommonSettings(nats_url=server.url, metrics_port=0)) for _ in range(6)
+    ]
+    taken: list[tuple[int, str]] = []
+    try:
+        await asyncio.gather(*(runtime.connect() for runtime in copies))
+        await copies[0].nc.jetstream().add_stream(StreamConfig(name=STREAM, subjects=["resilience.>"]))
+
+        def worker(number: int, runtime: ServiceRuntime) -> Callable[[Inbound], Awaitable[None]]:
+            async def work(inbound: Inbound) -> None:
+                taken.append((number, inbound.data.decode()))
+                await runtime.publish(inbound.reply, b"")
+
+            return work
+
+        for attempt in range(3):  # a race is lost only now and then: several tries, a new consumer each
+            durable = f"together-{attempt}"
+            await asyncio.gather(
+                *(
+                    runtime.add_stream_endpoint(f"work{attempt}", STREAM, SUBJECT, worker(i, runtime), durable=durable)
+                    for i, runtime in enumerate(copies)
+                )
+            )
+            info = await copies[0].nc.jetstream().consumer_info(STREAM, durable)
+            assert info.config.deliver_group == durable
+        js = copies[0].nc.jetstream()
+        for n in range(MESSAGES):
+            await js.publish(SUBJECT, f"m{n}".encode())
+        await until(lambda: len(taken) >= 3 * MESSAGES, 10, "every message taken by each consumer")
+        await asyncio.sleep(0.3)
+        assert sorted(m for _, m in taken) == sorted(f"m{n}" for n in range(MESSAGES) for _ in range(3))
+        idle = set(range(len(copies))) - {number for number, _ in taken}
+        assert not idle, f"copies {sorted(idle)} took nothing"
+    finally:
+        for runtime in copies:
+            await runtime.drain()
         server.stop()
 
 

@@ -40,6 +40,9 @@ import nats.aio.client as nats_client
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js.api import ConsumerConfig
+from nats.js.client import JetStreamContext
+from nats.js.errors import BadRequestError
 from nats.nuid import NUID
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -324,6 +327,45 @@ class _Endpoint:
             log.exception("%s: could not send the error reply for %s", self.runtime.name, self.name)
 
 
+CONSUMER_CREATE_RACE = frozenset({10013, 10148})
+"""JetStream's "consumer name already in use" / "consumer already exists": another copy created it first."""
+
+
+async def _subscribe_durable(
+    js: JetStreamContext,
+    subject: str,
+    queue_group: str,
+    durable: str,
+    stream: str,
+    config: ConsumerConfig,
+    callback: Callable[[Msg], Awaitable[None]],
+    attempts: int = 5,
+) -> Subscription:
+    """Bind a queue subscription to the durable consumer ``durable``, creating it if it is missing.
+
+    Copies that start together race to create it (nats-py looks it up, finds none, creates it): with the same
+    configuration (the deliver subject included) the server takes every create. Should it refuse one (a consumer
+    created meanwhile with another configuration, one that a copy is bound to), the copy looks again and binds to it.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return await js.subscribe(
+                subject,
+                queue=queue_group,
+                durable=durable,
+                stream=stream,
+                config=config,
+                manual_ack=True,
+                cb=callback,
+            )
+        except BadRequestError as error:
+            if error.err_code not in CONSUMER_CREATE_RACE or attempt == attempts:
+                raise
+            log.info("consumer %s of %s was created by another copy meanwhile; binding to it", durable, stream)
+            await asyncio.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")
+
+
 class ServiceRuntime:
     """One service process's connection, endpoints, tracing and lifecycle."""
 
@@ -483,7 +525,7 @@ class ServiceRuntime:
         unacknowledged for ``ack_wait_s`` is delivered again (up to ``max_deliver`` times; -1: no limit); at most
         ``max_ack_pending`` are out at once over all copies.
         """
-        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        from nats.js.api import AckPolicy, DeliverPolicy
 
         queue_group = durable  # nats-py binds a queue subscription to the durable consumer of the same name
         endpoint = _Endpoint(
@@ -499,6 +541,7 @@ class ServiceRuntime:
         )
         config = ConsumerConfig(
             durable_name=durable,
+            deliver_subject=self._deliver_subject(stream, durable),
             deliver_group=queue_group,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
@@ -507,16 +550,17 @@ class ServiceRuntime:
             max_ack_pending=max_ack_pending,
             filter_subject=subject,
         )
-        endpoint.subscription = await self.nc.jetstream().subscribe(
-            subject,
-            queue=queue_group,
-            durable=durable,
-            stream=stream,
-            config=config,
-            manual_ack=True,
-            cb=endpoint.dispatch,
+        endpoint.subscription = await _subscribe_durable(
+            self.nc.jetstream(), subject, queue_group, durable, stream, config, endpoint.dispatch
         )
         self._endpoints.append(endpoint)
+
+    def _deliver_subject(self, stream: str, durable: str) -> str:
+        """The subject JetStream pushes the consumer's messages to: the same for every copy (one inbox of each would
+        make copies that start together overwrite each other's, leaving all but the last idle), under this
+        connection's inbox prefix (which secured accounts let the service subscribe to)."""
+        prefix = self.nc.new_inbox().rsplit(".", 1)[0]
+        return f"{prefix}.deliver.{stream}.{durable}"
 
     async def subscribe(self, subject: str, handler: Callable[[Msg], Awaitable[None]]) -> Subscription:
         """A plain (non-queue) subscription whose callback runs inline; drained last on shutdown."""
