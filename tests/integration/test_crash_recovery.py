@@ -13,14 +13,14 @@ import os
 import signal
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
-from natriton_client import AsyncClient, NatritonError, RetryPolicy, Unavailable
+from natriton_client import AsyncClient, DeadlineExceeded, NatritonError, RetryPolicy, Unavailable
 from natriton_client.protocol import Classification, InferResponse
 from natriton_dev.stack import LocalStack
 from tests.integration.conftest import model_repository_of
@@ -112,6 +112,15 @@ async def heard(stack: LocalStack, stage: str, copies: int, within_s: float = 10
         await asyncio.sleep(0.1)
 
 
+async def explained(stack: LocalStack, call: Awaitable[InferResponse]) -> InferResponse:
+    """``await call``; a deadline missed comes with the tail of every service's log (what went where)."""
+    try:
+        return await call
+    except DeadlineExceeded as exc:
+        logs = "\n".join(f"--- {p.name}\n{p.log_tail(15)}" for p in stack.services)
+        raise AssertionError(f"{exc}; the services' logs:\n{logs}") from exc
+
+
 async def restart(stack: LocalStack, service: str, copy: int) -> None:
     process = stack.service(service, copy)
     if not process.is_running:
@@ -177,16 +186,19 @@ async def test_a_stage_with_no_live_copy_answers_unavailable_at_once(
     try:
         for process in copies:
             await asyncio.to_thread(process.stop, 20.0)  # SIGTERM: each says it is leaving
+        # every ingest copy has taken both goodbyes (a request can reach ingest on one subscription before a
+        # heartbeat that was sent earlier is handled on another)
+        await heard(crash_stack, "postprocess", 0)
         started = time.monotonic()
         with pytest.raises(Unavailable) as refused:
-            await producer.infer(MODEL, image=photos["coffee.jpg"], use_cache=False)
+            await explained(crash_stack, producer.infer(MODEL, image=photos["coffee.jpg"], use_cache=False))
         assert time.monotonic() - started < 1.0, "refused only after waiting"
         assert "no live copy of postprocess" in str(refused.value)
     finally:
         for i in range(COPIES["postprocess"]):
             await restart(crash_stack, "postprocess", i)
         await heard(crash_stack, "postprocess", COPIES["postprocess"])
-    reply = await producer.infer(MODEL, image=photos["coffee.jpg"], use_cache=False)
+    reply = await explained(crash_stack, producer.infer(MODEL, image=photos["coffee.jpg"], use_cache=False))
     assert top_class(reply) == 967
 
 

@@ -169,9 +169,7 @@ async def test_copies_that_start_together_share_one_durable_consumer(tmp_path: P
     that a later copy replaced)."""
     server = NatsServer(tmp_path / "nats")
     server.start()
-    copies = [
-        ServiceRuntime("starter", "0.0.1", CommonSettings(nats_url=server.url, metrics_port=0)) for _ in range(6)
-    ]
+    copies = [ServiceRuntime("starter", "0.0.1", CommonSettings(nats_url=server.url, metrics_port=0)) for _ in range(6)]
     taken: list[tuple[int, str]] = []
     try:
         await asyncio.gather(*(runtime.connect() for runtime in copies))
