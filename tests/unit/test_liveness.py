@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from natriton_client.liveness import Liveness
+import msgspec
+
+from natriton_client.liveness import HeartbeatWatch, Liveness
 from natriton_client.protocol import Heartbeat
 
 
@@ -63,3 +65,24 @@ def test_refresh_forgives_our_own_silence() -> None:
     liveness.refresh(5.0)
     assert liveness.sweep(6.0) == []
     assert len(liveness.sweep(7.1)) == 1
+
+
+class _Message:
+    """What HeartbeatWatch reads of a NATS message."""
+
+    def __init__(self, heartbeat: Heartbeat) -> None:
+        self.data = msgspec.json.encode(heartbeat)
+
+
+async def test_the_watch_says_when_the_last_copy_of_a_service_leaves() -> None:
+    left: list[str] = []
+    watch = HeartbeatWatch("natriton.heartbeat.>", on_lost=lambda dead: None, on_last_left=left.append)
+    for message in (beat(instance="r1"), beat(instance="r2"), beat("postprocess", "p1")):
+        await watch._on_message(_Message(message))
+    await watch._on_message(_Message(beat(instance="r1", leaving=True)))
+    assert left == [], "another router copy is still there"
+    await watch._on_message(_Message(beat(instance="r2", leaving=True)))
+    assert left == ["router"]
+    await watch._on_message(_Message(beat(instance="r2", leaving=True)))
+    assert left == ["router"], "said once: nobody was left to leave"
+    assert watch.live("postprocess") == 1

@@ -158,7 +158,7 @@ class ModelInfo(msgspec.Struct, tag="model_info", **_STRUCT_OPTIONS):
     name: str
     versions: tuple[str, ...]
     task: str
-    """The profile's kind (``classifier``, ``detector``, ``embedder``, ``raw``), for readers of the catalog."""
+    """The profile's kind (``classifier``, ``detector``, ``embedder``, ``vad``, ``raw``), for readers of the catalog."""
     max_batch_size: int
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]

@@ -1,6 +1,6 @@
 """Typed model profiles: what a model *means* to the mesh, decoded once from its ``config.pbtxt``.
 
-A model's kind (classifier, detector, embedder, raw) and everything the services need to feed it and to read
+A model's kind (classifier, detector, embedder, vad, raw) and everything the services need to feed it and to read
 its outputs live in one tagged union, :data:`ModelProfile`. The router builds it when it publishes the model
 catalog, from three sources of Triton's model configuration:
 
@@ -8,6 +8,9 @@ catalog, from three sources of Triton's model configuration:
   misspelled or out-of-range parameter fails at load time with the model's name, never per request;
 - the declared inputs and outputs (an image input's size, channel order and datatype are read from its dims);
 - files beside the model (Triton's ``label_filename`` on an output; ``natriton.tokenizer`` for text models).
+
+A ``vad`` model (voice activity detection) is the first stateful one: Triton sees it as stateless, the mesh carries
+each audio stream's recurrent state from one chunk to the next (the model's ``STATE`` input, ``STATE_OUT`` output).
 
 Services dispatch on the profile's type (``match``; mypy checks the matches are exhaustive), so adding a model
 of an existing kind takes only files in ``model_repository/``.
@@ -37,6 +40,7 @@ class ModelKind(enum.StrEnum):
     CLASSIFIER = "classifier"
     DETECTOR = "detector"
     EMBEDDER = "embedder"
+    VAD = "vad"
     RAW = "raw"
 
 
@@ -125,11 +129,56 @@ class EmbedderProfile(msgspec.Struct, tag="embedder", **_STRUCT_OPTIONS):
     """Set when the model takes text; without it the model takes only ready-made tensors."""
 
 
+class VadProfile(msgspec.Struct, tag="vad", **_STRUCT_OPTIONS):
+    """Voice activity detection: the speech probability of each chunk of an audio stream (silero VAD).
+
+    Stateful per stream, stateless to Triton: every request carries, per stream, the chunk with the last
+    ``context_samples`` samples of the previous chunk before it (zeros at the start) as ``AUDIO`` FP32
+    ``[context_samples + chunk_samples]``, and the recurrent state the previous chunk returned as ``STATE`` FP32
+    ``state_shape`` (zeros at the start); the model answers ``SPEECH_PROBABILITY`` FP32 ``[1]`` and the next state
+    ``STATE_OUT``. Streams of one batch are independent. The thresholds and durations are those of silero's
+    ``get_speech_timestamps``, for turning the probabilities into speech segments.
+    """
+
+    state_shape: tuple[int, ...]
+    """One stream's state, without the batch dimension (``(2, 128)`` for silero)."""
+    sample_rate: int
+    """Samples per second of the audio the model takes (mono, float samples in [-1, 1])."""
+    chunk_samples: int
+    """New samples per request and stream (512 at 16 kHz: 32 ms)."""
+    audio_input: str = "AUDIO"
+    state_input: str = "STATE"
+    probability_output: str = "SPEECH_PROBABILITY"
+    state_output: str = "STATE_OUT"
+    context_samples: int = 0
+    """Samples of the previous chunk repeated before the new ones (zeros for the first chunk)."""
+    threshold: float = 0.5
+    """A chunk whose probability is at least this is speech."""
+    neg_threshold: float = 0.35
+    """Speech ends when the probability falls below this (hysteresis; silero: ``threshold - 0.15``)."""
+    min_speech_duration_ms: int = 250
+    """Speech segments shorter than this are dropped."""
+    min_silence_duration_ms: int = 100
+    """Silence shorter than this does not end a speech segment."""
+    speech_pad_ms: int = 30
+    """Each speech segment is widened by this much on both sides."""
+
+    @property
+    def input_samples(self) -> int:
+        """Samples of the ``AUDIO`` input per stream: the context and the new chunk."""
+        return self.context_samples + self.chunk_samples
+
+
 class RawProfile(msgspec.Struct, tag="raw", **_STRUCT_OPTIONS):
     """No known meaning: the answer is the output tensors as Triton returned them."""
 
 
-ModelProfile: TypeAlias = ClassifierProfile | DetectorProfile | EmbedderProfile | RawProfile
+ModelProfile: TypeAlias = ClassifierProfile | DetectorProfile | EmbedderProfile | VadProfile | RawProfile
+
+
+def audio_only(model: str) -> str:
+    """Why a request that is not audio is refused by a ``vad`` model (the services' ``invalid_argument``)."""
+    return f"model {model!r} takes audio (natriton.kind vad); send an audio input"
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,6 +186,7 @@ ModelProfile: TypeAlias = ClassifierProfile | DetectorProfile | EmbedderProfile 
 # --------------------------------------------------------------------------------------------
 Fraction = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class _Parameters(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -175,6 +225,23 @@ class EmbedderParameters(_Parameters, frozen=True, kw_only=True):
     max_tokens: PositiveInt = 128
 
 
+class VadParameters(_Parameters, frozen=True, kw_only=True):
+    """``natriton.kind: vad`` (inputs ``AUDIO`` and ``STATE``, outputs ``SPEECH_PROBABILITY`` and ``STATE_OUT``).
+
+    ``sample_rate`` and ``chunk_samples`` are required (they are the model's, no default fits every VAD model); the
+    others default to silero's ``get_speech_timestamps`` (``neg_threshold``: ``max(threshold - 0.15, 0.01)``).
+    """
+
+    sample_rate: PositiveInt
+    chunk_samples: PositiveInt
+    context_samples: NonNegativeInt = 0
+    threshold: Fraction = 0.5
+    neg_threshold: Fraction | None = None
+    min_speech_duration_ms: NonNegativeInt = 250
+    min_silence_duration_ms: NonNegativeInt = 100
+    speech_pad_ms: NonNegativeInt = 30
+
+
 class RawParameters(_Parameters, frozen=True, kw_only=True):
     """``natriton.kind: raw`` (or no ``natriton.kind``)."""
 
@@ -183,6 +250,7 @@ PARAMETERS_BY_KIND: Final[dict[ModelKind, type[_Parameters]]] = {
     ModelKind.CLASSIFIER: ClassifierParameters,
     ModelKind.DETECTOR: DetectorParameters,
     ModelKind.EMBEDDER: EmbedderParameters,
+    ModelKind.VAD: VadParameters,
     ModelKind.RAW: RawParameters,
 }
 
@@ -222,7 +290,7 @@ def decode_parameters(model: str, parameters: Mapping[str, str]) -> _Parameters:
     try:
         return msgspec.convert(raw, PARAMETERS_BY_KIND[kind], strict=False)
     except msgspec.ValidationError as exc:
-        message = re.sub(r"unknown field `(\w+)`", r"unknown field `natriton.\1`", str(exc)).replace(
+        message = re.sub(r"(unknown|required) field `(\w+)`", r"\1 field `natriton.\2`", str(exc)).replace(
             "`$.", "`natriton."
         )
         raise ProfileError(f"model {model!r} ({kind.value}): invalid parameters: {message}") from exc
@@ -279,6 +347,8 @@ def build_profile(
                 text = _text_spec(model, params, inputs, tokenizer)
                 files = (tokenizer,)
             profile = EmbedderProfile(output=outputs[0].name, text=text)
+        case VadParameters():
+            profile = _vad_profile(model, params, inputs, outputs)
         case _:
             profile = RawProfile()
     return BuiltProfile(profile=profile, cache_ttl_s=params.cache_ttl_s, files=files)
@@ -309,6 +379,63 @@ def _image_spec(model: str, params: _ImageParameters, inputs: Sequence[TensorSpe
         color=params.color,
         resize=params.resize,
         resize_shorter=max(shorter, height, width) if params.resize is ResizeMode.SHORTER_SIDE_CROP else 0,
+    )
+
+
+VAD_INPUTS: Final = ("AUDIO", "STATE")
+VAD_OUTPUTS: Final = ("SPEECH_PROBABILITY", "STATE_OUT")
+
+
+def _vad_profile(
+    model: str, params: VadParameters, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
+) -> VadProfile:
+    """The VAD profile: exactly the inputs ``AUDIO``, ``STATE`` and the outputs ``SPEECH_PROBABILITY``,
+    ``STATE_OUT``, all FP32, fixed shapes, the audio as long as ``natriton.context_samples + chunk_samples``."""
+    declared = {spec.name: spec for spec in (*inputs, *outputs)}
+    for role, specs, names in (("inputs", inputs, VAD_INPUTS), ("outputs", outputs, VAD_OUTPUTS)):
+        if sorted(spec.name for spec in specs) != sorted(names):
+            raise ProfileError(
+                f"model {model!r}: a vad model has the {role} {' and '.join(names)}, "
+                f"it declares {[spec.name for spec in specs]}"
+            )
+    for spec in declared.values():
+        if spec.datatype != "FP32":
+            raise ProfileError(f"model {model!r}: vad tensor {spec.name} must be FP32, it is {spec.datatype}")
+    audio, state, probability, state_out = (declared[n] for n in (*VAD_INPUTS, *VAD_OUTPUTS))
+    samples = params.context_samples + params.chunk_samples
+    if audio.shape != (samples,):
+        raise ProfileError(
+            f"model {model!r}: vad input AUDIO must have shape [{samples}] (natriton.context_samples "
+            f"{params.context_samples} + natriton.chunk_samples {params.chunk_samples}), it has {list(audio.shape)}"
+        )
+    if not state.shape or any(d < 1 for d in state.shape):
+        raise ProfileError(f"model {model!r}: vad input STATE must have a fixed shape, it has {list(state.shape)}")
+    if state_out.shape != state.shape:
+        raise ProfileError(
+            f"model {model!r}: vad output STATE_OUT must have STATE's shape {list(state.shape)}, "
+            f"it has {list(state_out.shape)}"
+        )
+    if probability.shape != (1,):
+        raise ProfileError(
+            f"model {model!r}: vad output SPEECH_PROBABILITY must have shape [1], it has {list(probability.shape)}"
+        )
+    neg_threshold = params.neg_threshold
+    if neg_threshold is None:  # silero's default
+        neg_threshold = round(max(params.threshold - 0.15, 0.01), 6)
+    if neg_threshold > params.threshold:
+        raise ProfileError(
+            f"model {model!r}: natriton.neg_threshold {neg_threshold} is above natriton.threshold {params.threshold}"
+        )
+    return VadProfile(
+        state_shape=state.shape,
+        sample_rate=params.sample_rate,
+        chunk_samples=params.chunk_samples,
+        context_samples=params.context_samples,
+        threshold=params.threshold,
+        neg_threshold=neg_threshold,
+        min_speech_duration_ms=params.min_speech_duration_ms,
+        min_silence_duration_ms=params.min_silence_duration_ms,
+        speech_pad_ms=params.speech_pad_ms,
     )
 
 

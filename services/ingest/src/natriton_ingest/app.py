@@ -48,6 +48,7 @@ from natriton.messages import (
 )
 from natriton.metrics import Metric, counter, gauge
 from natriton.pipeline import REPLY_CODEC, error_reply, next_hop_headers
+from natriton.profiles import VadProfile, audio_only
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton.streams import open_registry
 from natriton_client.liveness import HeartbeatWatch, Peer
@@ -111,6 +112,7 @@ class IngestApp:
             subjects.STAGE_HEARTBEATS,
             on_lost=self.on_copies_lost,
             on_reconnected=self.on_reconnected,
+            on_last_left=self.on_last_copy_left,
             settle_s=settings.heartbeat_dead_after_s,
         )
         """Which copies of preprocess, router and postprocess are alive (their heartbeats)."""
@@ -130,6 +132,7 @@ class IngestApp:
 
     async def start(self) -> None:
         await self.stages.start(self.runtime.nc)
+        self.runtime.spawn(self._refuse_stranded_once_settled())
         if self.settings.audit:
             await ensure_stream(self.runtime.nc.jetstream(), self.audit_stream_config(), self.settings.audit_replicas)
         await self.catalog.start(self.runtime.nc)
@@ -334,6 +337,8 @@ class IngestApp:
         span.set_attribute("natriton.mesh_id", admitted.envelope.mesh_id)
         span.set_attribute("natriton.model", request.model)
         info, version = self.catalog.require(request.model, request.version)
+        if isinstance(info.profile, VadProfile):  # images, text and tensors alike: it takes audio with its state
+            raise invalid_argument(audio_only(info.name))
         if not request.version:
             version = ""  # the router's routing policy chooses
         key = ""
@@ -456,6 +461,22 @@ class IngestApp:
         lost = {peer.service for peer in dead}
         self.copies_lost.update(peer.service for peer in dead)
         self._send_again(lambda record: not lost.isdisjoint(record.stages))
+
+    def on_last_copy_left(self, stage: str) -> None:
+        """The last copy of ``stage`` is leaving (scaled to zero, or stopped). It finishes what it has taken, but
+        requests still on their way to it have nowhere to go: after a grace period, what is unanswered is sent
+        again if a copy came back, or answered ``unavailable`` (instead of waiting for its deadline)."""
+        self.runtime.spawn(self._settle_after_last_copy_left(stage, time.monotonic()))
+
+    async def _refuse_stranded_once_settled(self) -> None:
+        """Until the stage watch has settled, "no copy heard" may mean "not heard yet", so requests go out; once it
+        has, those sent to a stage with no copy at all are answered ``unavailable`` (not left to their deadline)."""
+        await asyncio.sleep(self.stages.liveness.settle_s)
+        self._send_again(lambda record: any(self.stages.none_alive(stage) for stage in record.stages))
+
+    async def _settle_after_last_copy_left(self, stage: str, left_at: float) -> None:
+        await asyncio.sleep(self.settings.heartbeat_dead_after_s)
+        self._send_again(lambda record: stage in record.stages and record.sent_at_s <= left_at)
 
     def on_reconnected(self) -> None:
         """NATS came back: a request in flight then may have been lost with the server's buffers. Send those again

@@ -7,7 +7,7 @@ from typing import Any, assert_never
 import numpy as np
 import numpy.typing as npt
 
-from natriton.errors import ErrorCode, MeshError
+from natriton.errors import ErrorCode, MeshError, invalid_argument
 from natriton.messages import (
     Batch,
     Classification,
@@ -22,7 +22,7 @@ from natriton.messages import (
     Result,
     Tensor,
 )
-from natriton.profiles import ClassifierProfile, DetectorProfile, EmbedderProfile, RawProfile
+from natriton.profiles import ClassifierProfile, DetectorProfile, EmbedderProfile, RawProfile, VadProfile, audio_only
 from natriton.tensors import to_array, to_tensor
 
 
@@ -139,6 +139,8 @@ def item_result(
         case EmbedderProfile():
             vector = np.asarray(_output(info, arrays, profile.output)[item], dtype=np.float32)
             return Embedding(vector=to_tensor(profile.output, vector))
+        case VadProfile():  # ingest refuses every input but audio for these models; nothing reads their outputs yet
+            raise invalid_argument(audio_only(info.name))
         case RawProfile():
             return RawOutputs(tensors=tuple(to_tensor(t.name, arrays[t.name][item : item + 1]) for t in outputs))
         case _ as unreachable:

@@ -22,6 +22,8 @@ from natriton.profiles import (
     ImageSpec,
     RawProfile,
     ResizeMode,
+    VadProfile,
+    audio_only,
 )
 from natriton.tensors import check_against_specs, to_tensor
 from natriton_client.protocol import one_line
@@ -50,6 +52,8 @@ def image_spec_of(info: ModelInfo) -> ImageSpec:
             spec = info.profile.image
         case EmbedderProfile() | RawProfile():
             spec = None
+        case VadProfile():
+            raise invalid_argument(audio_only(info.name))
         case _ as unreachable:
             assert_never(unreachable)
     if spec is None:

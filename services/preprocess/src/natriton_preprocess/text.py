@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 
 from natriton.errors import ErrorCode, MeshError, invalid_argument
 from natriton.messages import ModelInfo, Tensor
-from natriton.profiles import EmbedderProfile, TextSpec
+from natriton.profiles import EmbedderProfile, TextSpec, VadProfile, audio_only
 from natriton.tensors import to_tensor
 
 MAX_TEXT_CHARS = 20_000
@@ -22,6 +22,8 @@ MAX_TEXT_CHARS = 20_000
 
 def text_spec_of(info: ModelInfo) -> TextSpec:
     """How ``info``'s model takes text; ``invalid_argument`` when it does not."""
+    if isinstance(info.profile, VadProfile):
+        raise invalid_argument(audio_only(info.name))
     spec = info.profile.text if isinstance(info.profile, EmbedderProfile) else None
     if spec is None:
         raise invalid_argument(f"model {info.name!r} ({info.task}) does not take text")

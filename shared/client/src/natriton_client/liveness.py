@@ -3,6 +3,8 @@
 :class:`Liveness` is the pure bookkeeping (tested without NATS); :class:`HeartbeatWatch` feeds it from a NATS
 subscription and reports copies that died: silent for their ``dead_after_ms``, or seen again with a new ``boot``
 (restarted). A copy that says it is leaving (draining) is forgotten without being reported: it finishes its work.
+When the last known copy of a service leaves, ``on_last_left`` hears of it: what was on its way to that service,
+and not yet taken by the leaving copy, has nowhere to go.
 
 The owner of requests (ingest for the pipeline, the client library for ingest) re-sends what a dead copy may
 have held; see docs/reliability.md.
@@ -103,6 +105,7 @@ class HeartbeatWatch:
         *,
         on_lost: Callable[[list[Peer]], None],
         on_reconnected: Callable[[], None] | None = None,
+        on_last_left: Callable[[str], None] | None = None,
         settle_s: float = 2.0,
         sweep_s: float = 0.1,
     ) -> None:
@@ -110,6 +113,7 @@ class HeartbeatWatch:
         self.subject = subject
         self.on_lost = on_lost
         self.on_reconnected = on_reconnected
+        self.on_last_left = on_last_left
         self.sweep_s = sweep_s
         self.liveness = Liveness(time.monotonic(), settle_s=settle_s)
         self.losses = 0
@@ -159,12 +163,17 @@ class HeartbeatWatch:
             beat = _HEARTBEAT.decode(msg.data)
         except (msgspec.MsgspecError, RecursionError):
             return  # not a heartbeat: ignore
+        live_before = self.liveness.live(beat.service)
         lost = self.liveness.observe(beat, time.monotonic())
         if not beat.leaving:
             self._beat.set()
             self._beat = asyncio.Event()
         if lost:
             self._report(lost)
+        if beat.leaving and live_before and not self.liveness.live(beat.service) and self.on_last_left is not None:
+            log.warning("the last copy of %s is leaving", beat.service)
+            on_last_left, service = self.on_last_left, beat.service
+            self._call(lambda: on_last_left(service))
 
     async def _sweep_forever(self, nc: NATS) -> None:
         was_connected = True

@@ -1,12 +1,16 @@
-"""Real video for tests and demos: the sample clips from Debian's ``opencv-doc``, and a live HTTP stream server.
+"""Real video and audio for tests and demos: the sample clips from Debian's ``opencv-doc``, the voice recordings
+from ``alsa-utils``, and a live HTTP stream server.
 
 - :func:`sample_clip` returns ``Megamind.avi`` (720x528, 23.976 fps, 270 frames, faces) or ``vtest.avi`` (768x576,
   10 fps, 795 frames, pedestrians), fetched once with ``apt-get download opencv-doc`` + ``dpkg-deb -x`` into
   ``NATRITON_MEDIA_DIR`` (default: ``<venv>/media``).
+- :func:`sample_sound` returns one of :data:`SOUNDS`: eight spoken words (``Front_Center.wav``: "front center", ...;
+  about 1.4 s each, 48 kHz mono 16-bit) and ``Noise.wav`` (no speech), from ``/usr/share/sounds/alsa`` when
+  installed, else fetched once the same way from ``alsa-utils``.
 - :class:`StreamServer` serves a clip as a LIVE MPEG-TS stream over HTTP at real-time pace, looping, one encoder
   per client (PyAV only: nothing beyond the pip wheel). Tests stop (kill) it and start it again on the same port.
 
-CLI: ``python -m natriton_dev.media fetch`` and ``python -m natriton_dev.media serve CLIP --port N``.
+CLI: ``python -m natriton_dev.media fetch`` (clips and sounds) and ``python -m natriton_dev.media serve CLIP --port N``.
 """
 
 from __future__ import annotations
@@ -34,11 +38,27 @@ log = logging.getLogger(__name__)
 
 CLIPS: Final = ("Megamind.avi", "vtest.avi")
 PACKAGE: Final = "opencv-doc"
+VOICES: Final = (
+    "Front_Center.wav",
+    "Front_Left.wav",
+    "Front_Right.wav",
+    "Rear_Center.wav",
+    "Rear_Left.wav",
+    "Rear_Right.wav",
+    "Side_Left.wav",
+    "Side_Right.wav",
+)
+"""The alsa-utils recordings of a voice saying where the speaker is ("front center", ...)."""
+NOISE: Final = "Noise.wav"
+"""The alsa-utils recording without speech (pink-ish noise)."""
+SOUNDS: Final = (*VOICES, NOISE)
+SOUNDS_PACKAGE: Final = "alsa-utils"
+SYSTEM_SOUNDS: Final = Path("/usr/share/sounds/alsa")
 STREAM_PATH: Final = "/live.ts"
 
 
 class MediaUnavailableError(RuntimeError):
-    """The sample clips could not be fetched; the message says what to install or where to put them."""
+    """The sample clips or sounds could not be fetched; the message says what to install or where to put them."""
 
 
 def media_dir() -> Path:
@@ -65,39 +85,64 @@ def sample_clip(name: str) -> Path:
 def fetch_clips(directory: Path | None = None) -> list[Path]:
     """Fetch every sample clip into ``directory`` (default :func:`media_dir`) unless present; return their paths."""
     directory = directory or media_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    with (directory / ".fetch.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one fetch at a time (parallel test sessions)
-        missing = [name for name in CLIPS if not (directory / name).exists()]
-        if missing:
-            _extract_from_deb(directory, missing)
-    return [directory / name for name in CLIPS]
-
-
-def _apt_download(workdir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["apt-get", "download", PACKAGE], cwd=workdir, capture_output=True, text=True, timeout=600, check=False
-    )
-
-
-def _extract_from_deb(directory: Path, names: list[str]) -> None:
     hint = (
         f"install apt-get and dpkg-deb (Debian/Ubuntu) or copy {', '.join(CLIPS)} from the {PACKAGE} package "
         f"(usr/share/doc/{PACKAGE}/examples/data/) into {directory} (or set NATRITON_MEDIA_DIR)"
     )
+    _fetch(directory, PACKAGE, CLIPS, hint, "about 100 MB")
+    return [directory / name for name in CLIPS]
+
+
+def sample_sound(name: str) -> Path:
+    """The path of a sample sound (one of :data:`SOUNDS`), fetched on first use."""
+    if name not in SOUNDS:
+        raise ValueError(f"unknown sound {name!r} (known: {', '.join(SOUNDS)})")
+    return dict(zip(SOUNDS, fetch_sounds(), strict=True))[name]
+
+
+def fetch_sounds(directory: Path | None = None) -> list[Path]:
+    """The paths of :data:`SOUNDS`: in ``/usr/share/sounds/alsa`` when ``alsa-utils`` is installed, else fetched
+    into ``directory`` (default :func:`media_dir`) unless present there."""
+    if directory is None and all((SYSTEM_SOUNDS / name).is_file() for name in SOUNDS):
+        return [SYSTEM_SOUNDS / name for name in SOUNDS]
+    directory = directory or media_dir()
+    hint = (
+        f"install apt-get and dpkg-deb (Debian/Ubuntu), or the {SOUNDS_PACKAGE} package, or copy {', '.join(SOUNDS)} "
+        f"from it (usr/share/sounds/alsa/) into {directory} (or set NATRITON_MEDIA_DIR)"
+    )
+    _fetch(directory, SOUNDS_PACKAGE, SOUNDS, hint, "about 1 MB")
+    return [directory / name for name in SOUNDS]
+
+
+def _fetch(directory: Path, package: str, names: tuple[str, ...], hint: str, size: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / ".fetch.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one fetch at a time (parallel test sessions)
+        missing = [name for name in names if not (directory / name).exists()]
+        if missing:
+            _extract_from_deb(directory, package, missing, hint, size)
+
+
+def _apt_download(workdir: Path, package: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["apt-get", "download", package], cwd=workdir, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+def _extract_from_deb(directory: Path, package: str, names: list[str], hint: str, size: str) -> None:
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
         raise MediaUnavailableError(f"apt-get/dpkg-deb not found: {hint}")
     with tempfile.TemporaryDirectory(prefix="natriton-media-") as tmp:
         workdir = Path(tmp)
-        log.info("fetching %s with apt-get download (about 100 MB, once)", PACKAGE)
-        result = _apt_download(workdir)
+        log.info("fetching %s with apt-get download (%s, once)", package, size)
+        result = _apt_download(workdir, package)
         if result.returncode != 0 and os.geteuid() == 0:
             # a fresh container has no package lists yet
             subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600, check=False)
-            result = _apt_download(workdir)
-        debs = sorted(workdir.glob(f"{PACKAGE}_*.deb"))
+            result = _apt_download(workdir, package)
+        debs = sorted(workdir.glob(f"{package}_*.deb"))
         if result.returncode != 0 or not debs:
-            raise MediaUnavailableError(f"'apt-get download {PACKAGE}' failed: {result.stderr.strip()[-500:]}\n{hint}")
+            raise MediaUnavailableError(f"'apt-get download {package}' failed: {result.stderr.strip()[-500:]}\n{hint}")
         tree = workdir / "tree"
         extract = subprocess.run(
             ["dpkg-deb", "-x", str(debs[0]), str(tree)], capture_output=True, text=True, timeout=600, check=False
@@ -245,10 +290,13 @@ def _clip_argument(value: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``fetch``: the sample clips into the media folder; ``serve CLIP --port N``: a live HTTP stream of a clip."""
+    """``fetch``: the sample clips and sounds into the media folder; ``serve CLIP --port N``: a live HTTP stream of
+    a clip."""
     parser = argparse.ArgumentParser(prog="python -m natriton_dev.media", description=main.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    fetch = commands.add_parser("fetch", help=f"fetch {', '.join(CLIPS)} (apt-get download {PACKAGE})")
+    fetch = commands.add_parser(
+        "fetch", help=f"fetch {', '.join(CLIPS)} and the alsa sounds (apt-get download {PACKAGE} {SOUNDS_PACKAGE})"
+    )
     fetch.add_argument("--dir", type=Path, default=None, help="default: NATRITON_MEDIA_DIR, else <venv>/media")
     served = commands.add_parser("serve", help=f"serve a clip on http://127.0.0.1:PORT{STREAM_PATH}, live, looping")
     served.add_argument("clip", type=_clip_argument, help=f"a video file, or one of {', '.join(CLIPS)}")
@@ -257,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.command == "fetch":
-        for path in fetch_clips(args.dir):
+        for path in [*fetch_clips(args.dir), *fetch_sounds(args.dir)]:
             print(path)
         return 0
     serve(args.clip, args.port, args.codec)
