@@ -67,7 +67,7 @@ model_repository/minilm_l6_v2/tokenizer.json: $(STAMP)
 	PYTHONDONTWRITEBYTECODE=1 $(PY) model_repository/build.py minilm_l6_v2
 
 .PHONY: media
-media: venv  ## sample video clips (Megamind.avi, vtest.avi from Debian's opencv-doc) into .venv/media, once
+media: venv  ## sample video clips (Megamind.avi, vtest.avi from Debian's opencv-doc) and voice recordings (Debian's alsa-utils) into .venv/media, once
 	$(PY) -m natriton_dev.media fetch
 
 demo: servers models  ## start everything locally, classify real photos, show cache hits, stop

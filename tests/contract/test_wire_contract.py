@@ -69,6 +69,7 @@ from natriton.profiles import (
     RawProfile,
     ResizeMode,
     TextSpec,
+    VadProfile,
 )
 from natriton_client import protocol
 
@@ -100,6 +101,7 @@ DETECTOR = DetectorProfile(
     ),
 )
 EMBEDDER = EmbedderProfile(output="EMBEDDING", text=TEXT_SPEC)
+VAD = VadProfile(state_shape=(2, 128), sample_rate=16000, chunk_samples=512, context_samples=64)
 MODEL_INFO = ModelInfo(
     name="mobilenet_v2",
     versions=("1", "2"),
@@ -245,10 +247,12 @@ EXAMPLES: list[tuple[Any, Any, str | None]] = [
     (DetectorProfile(boxes_output="BOXES", scores_output="SCORES"), ModelProfile, "detector"),
     (EMBEDDER, ModelProfile, "embedder"),
     (EmbedderProfile(output="EMBEDDING"), ModelProfile, "embedder"),
+    (VAD, ModelProfile, "vad"),
     (RawProfile(), ModelProfile, "raw"),
     (CLASSIFIER, ClassifierProfile, "classifier"),
     (DETECTOR, DetectorProfile, "detector"),
     (EMBEDDER, EmbedderProfile, "embedder"),
+    (VAD, VadProfile, "vad"),
     (RawProfile(), RawProfile, "raw"),
 ]
 IDS = [f"{type(m).__name__}-as-{getattr(t, '__name__', 'union')}-{i}" for i, (m, t, _) in enumerate(EXAMPLES)]
@@ -260,6 +264,7 @@ ALL_TAGS = {
     "classifier",
     "detector",
     "embedder",
+    "vad",
     "raw",
     "text",
     "detections",
@@ -414,6 +419,21 @@ PINNED_FIELDS = {
     "ClassifierProfile": ("output", "labels", "softmax", "image"),
     "DetectorProfile": ("boxes_output", "scores_output", "class_names", "score_threshold", "nms_iou", "image"),
     "EmbedderProfile": ("output", "text"),
+    "VadProfile": (
+        "state_shape",
+        "sample_rate",
+        "chunk_samples",
+        "audio_input",
+        "state_input",
+        "probability_output",
+        "state_output",
+        "context_samples",
+        "threshold",
+        "neg_threshold",
+        "min_speech_duration_ms",
+        "min_silence_duration_ms",
+        "speech_pad_ms",
+    ),
     "RawProfile": (),
 }
 

@@ -23,6 +23,8 @@ from natriton.profiles import (
     ResizeMode,
     TensorSpec,
     TextSpec,
+    VadProfile,
+    audio_only,
     build_profile,
     decode_parameters,
     model_parameters,
@@ -37,6 +39,20 @@ TOKEN_INPUTS = (
     TensorSpec(name="ATTENTION_MASK", datatype="INT64", shape=(-1,)),
 )
 EMBEDDING = TensorSpec(name="EMBEDDING", datatype="FP32", shape=(384,))
+VAD_INPUTS = (
+    TensorSpec(name="AUDIO", datatype="FP32", shape=(576,)),
+    TensorSpec(name="STATE", datatype="FP32", shape=(2, 128)),
+)
+VAD_OUTPUTS = (
+    TensorSpec(name="SPEECH_PROBABILITY", datatype="FP32", shape=(1,)),
+    TensorSpec(name="STATE_OUT", datatype="FP32", shape=(2, 128)),
+)
+VAD_PARAMETERS = {
+    "natriton.kind": "vad",
+    "natriton.sample_rate": "16000",
+    "natriton.chunk_samples": "512",
+    "natriton.context_samples": "64",
+}
 LABELS_TXT = b"tench\ngoldfish\ngreat white shark\ntiger shark\n"
 TOKENIZER_JSON = b'{"version": "1.0", "model": {"type": "WordPiece"}}'
 
@@ -232,6 +248,163 @@ def test_raw_profile(parameters: dict[str, str]) -> None:
     assert built == BuiltProfile(profile=RawProfile())
 
 
+def _vad(
+    parameters: Mapping[str, str] | None = None,
+    inputs: tuple[TensorSpec, ...] = VAD_INPUTS,
+    outputs: tuple[TensorSpec, ...] = VAD_OUTPUTS,
+) -> VadProfile:
+    profile = build_profile("vad", {**VAD_PARAMETERS, **(parameters or {})}, inputs, outputs).profile
+    assert isinstance(profile, VadProfile)
+    return profile
+
+
+def test_vad_profile_from_parameters_and_tensors() -> None:
+    built = build_profile(
+        "silero",
+        {
+            **VAD_PARAMETERS,
+            "natriton.threshold": "0.6",
+            "natriton.neg_threshold": "0.4",
+            "natriton.min_speech_duration_ms": "200",
+            "natriton.min_silence_duration_ms": "300",
+            "natriton.speech_pad_ms": "0",
+            "natriton.cache_ttl_s": "0",
+            "onnx.intra_op_threads": "1",
+        },
+        VAD_INPUTS,
+        VAD_OUTPUTS,
+    )
+    assert built == BuiltProfile(
+        profile=VadProfile(
+            state_shape=(2, 128),
+            sample_rate=16000,
+            chunk_samples=512,
+            context_samples=64,
+            threshold=0.6,
+            neg_threshold=0.4,
+            min_speech_duration_ms=200,
+            min_silence_duration_ms=300,
+            speech_pad_ms=0,
+        ),
+        cache_ttl_s=0,
+    )
+    profile = built.profile
+    assert isinstance(profile, VadProfile)
+    assert (profile.audio_input, profile.state_input) == ("AUDIO", "STATE")
+    assert (profile.probability_output, profile.state_output) == ("SPEECH_PROBABILITY", "STATE_OUT")
+    assert profile.input_samples == 576
+
+
+def test_vad_defaults_are_silero_get_speech_timestamps() -> None:
+    profile = _vad()
+    assert (profile.threshold, profile.neg_threshold) == (0.5, 0.35)
+    assert (profile.min_speech_duration_ms, profile.min_silence_duration_ms, profile.speech_pad_ms) == (250, 100, 30)
+    assert _vad({"natriton.threshold": "0.7"}).neg_threshold == 0.55  # threshold - 0.15
+    assert _vad({"natriton.threshold": "0.1"}).neg_threshold == 0.01  # never below 0.01
+    assert _vad({"natriton.threshold": "0.1", "natriton.neg_threshold": "0.1"}).neg_threshold == 0.1
+    parameters = {k: v for k, v in VAD_PARAMETERS.items() if k != "natriton.context_samples"}
+    audio = TensorSpec(name="AUDIO", datatype="FP32", shape=(512,))
+    built = build_profile("vad", parameters, (audio, VAD_INPUTS[1]), VAD_OUTPUTS).profile
+    assert isinstance(built, VadProfile) and built.context_samples == 0 and built.input_samples == 512
+
+
+def test_decode_vad_parameters_is_typed() -> None:
+    params = decode_parameters("m", VAD_PARAMETERS)
+    assert params.kind is ModelKind.VAD
+    assert (params.sample_rate, params.chunk_samples, params.context_samples) == (16000, 512, 64)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("key", ["sample_rate", "chunk_samples"])
+def test_vad_needs_its_sample_rate_and_chunk_size(key: str) -> None:
+    parameters = {k: v for k, v in VAD_PARAMETERS.items() if k != f"natriton.{key}"}
+    message = _error(build_profile, "silero", parameters, VAD_INPUTS, VAD_OUTPUTS)
+    assert "'silero' (vad)" in message and f"missing required field `natriton.{key}`" in message, message
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("sample_rate", "0"),
+        ("sample_rate", "16k"),
+        ("chunk_samples", "-512"),
+        ("context_samples", "-1"),
+        ("threshold", "1.5"),
+        ("threshold", "loud"),
+        ("neg_threshold", "-0.1"),
+        ("min_speech_duration_ms", "-250"),
+        ("min_silence_duration_ms", "0.5"),
+        ("speech_pad_ms", "x"),
+        ("window_size_samples", "512"),  # silero's name, not the mesh's: unknown
+        ("tokenizer", "tokenizer.json"),  # another kind's key
+    ],
+)
+def test_bad_vad_parameter_names_model_and_parameter(key: str, value: str) -> None:
+    message = _error(build_profile, "silero", {**VAD_PARAMETERS, f"natriton.{key}": value}, VAD_INPUTS, VAD_OUTPUTS)
+    assert "'silero'" in message and f"`natriton.{key}`" in message, message
+
+
+def test_vad_neg_threshold_above_threshold_is_refused() -> None:
+    parameters = {"natriton.threshold": "0.5", "natriton.neg_threshold": "0.6"}
+    message = _error(_vad, parameters)
+    assert "'vad'" in message and "natriton.neg_threshold 0.6 is above natriton.threshold 0.5" in message
+
+
+def _renamed(spec: TensorSpec, name: str = "", datatype: str = "", shape: tuple[int, ...] | None = None) -> TensorSpec:
+    return TensorSpec(
+        name=name or spec.name, datatype=datatype or spec.datatype, shape=spec.shape if shape is None else shape
+    )
+
+
+AUDIO, STATE = VAD_INPUTS
+PROBABILITY, STATE_OUT = VAD_OUTPUTS
+
+
+@pytest.mark.parametrize(
+    ("inputs", "outputs", "match"),
+    [
+        ((_renamed(AUDIO, "SAMPLES"), STATE), VAD_OUTPUTS, "has the inputs AUDIO and STATE, it declares ['SAMPLES'"),
+        ((AUDIO,), VAD_OUTPUTS, "has the inputs AUDIO and STATE, it declares ['AUDIO']"),
+        ((*VAD_INPUTS, _renamed(AUDIO, "SR")), VAD_OUTPUTS, "has the inputs AUDIO and STATE"),
+        (VAD_INPUTS, (PROBABILITY, _renamed(STATE_OUT, "STATE_N")), "outputs SPEECH_PROBABILITY and STATE_OUT"),
+        (VAD_INPUTS, (PROBABILITY,), "outputs SPEECH_PROBABILITY and STATE_OUT, it declares ['SPEECH_PROBABILITY']"),
+        ((_renamed(AUDIO, datatype="FP16"), STATE), VAD_OUTPUTS, "AUDIO must be FP32, it is FP16"),
+        ((_renamed(AUDIO, datatype="INT16"), STATE), VAD_OUTPUTS, "AUDIO must be FP32, it is INT16"),
+        (VAD_INPUTS, (PROBABILITY, _renamed(STATE_OUT, datatype="FP64")), "STATE_OUT must be FP32, it is FP64"),
+        ((_renamed(AUDIO, shape=(512,)), STATE), VAD_OUTPUTS, "AUDIO must have shape [576]"),
+        ((_renamed(AUDIO, shape=(-1,)), STATE), VAD_OUTPUTS, "AUDIO must have shape [576]"),
+        ((_renamed(AUDIO, shape=(1, 576)), STATE), VAD_OUTPUTS, "AUDIO must have shape [576]"),
+        ((AUDIO, _renamed(STATE, shape=(2, -1))), VAD_OUTPUTS, "STATE must have a fixed shape, it has [2, -1]"),
+        ((AUDIO, _renamed(STATE, shape=())), VAD_OUTPUTS, "STATE must have a fixed shape, it has []"),
+        (VAD_INPUTS, (PROBABILITY, _renamed(STATE_OUT, shape=(128, 2))), "STATE_OUT must have STATE's shape [2, 128]"),
+        (VAD_INPUTS, (_renamed(PROBABILITY, shape=(2,)), STATE_OUT), "SPEECH_PROBABILITY must have shape [1]"),
+    ],
+    ids=[
+        "audio-renamed",
+        "no-state",
+        "extra-input",
+        "state-out-renamed",
+        "no-state-out",
+        "fp16-audio",
+        "int16-audio",
+        "fp64-state-out",
+        "audio-without-context",
+        "variable-audio",
+        "audio-2d",
+        "variable-state",
+        "scalar-state",
+        "state-out-transposed",
+        "two-probabilities",
+    ],
+)
+def test_vad_tensor_problems(inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], match: str) -> None:
+    message = _error(build_profile, "silero", VAD_PARAMETERS, inputs, outputs)
+    assert "'silero'" in message and match in message, message
+
+
+def test_audio_only_message_names_the_model_and_the_kind() -> None:
+    assert audio_only("silero_vad") == "model 'silero_vad' takes audio (natriton.kind vad); send an audio input"
+
+
 def test_raw_profile_takes_a_cache_ttl() -> None:
     assert build_profile("noop", {"natriton.cache_ttl_s": "0"}, (), ()).cache_ttl_s == 0
 
@@ -286,7 +459,7 @@ def test_bad_parameter_is_a_profile_error_naming_model_and_parameter(kind: str, 
 def test_unknown_kind_is_a_profile_error(kind: str) -> None:
     message = _error(build_profile, "my_model", {"natriton.kind": kind}, (IMAGE_HWC,), (LOGITS,))
     assert "'my_model'" in message and "natriton.kind" in message and repr(kind) in message
-    assert "classifier, detector, embedder, raw" in message
+    assert "classifier, detector, embedder, vad, raw" in message
 
 
 def test_value_errors_name_the_full_parameter_key() -> None:
@@ -429,9 +602,10 @@ def test_classifier_with_a_non_image_input_takes_tensors_only(inputs: tuple[Tens
         _classifier({"natriton.color": "BGR"}).profile,
         build_profile("ssd", {"natriton.kind": "detector"}, (IMAGE_HWC,), (BOXES, SCORES)).profile,
         EmbedderProfile(output="E", text=TextSpec(tokenizer_file="m/t.json", tokenizer_sha256="ab", max_tokens=8)),
+        build_profile("vad", VAD_PARAMETERS, VAD_INPUTS, VAD_OUTPUTS).profile,
         RawProfile(),
     ],
-    ids=["classifier", "detector", "embedder", "raw"],
+    ids=["classifier", "detector", "embedder", "vad", "raw"],
 )
 def test_profile_round_trips_as_json_with_its_kind_as_tag(profile: ModelProfile) -> None:
     encoded = msgspec.json.encode(profile)

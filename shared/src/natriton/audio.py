@@ -120,7 +120,7 @@ def pcm_audio(
         raise invalid_argument(f"PCM samples are {samples.dtype}; int16 or float32 expected")
     if samples.ndim not in (1, 2):
         raise invalid_argument(f"PCM samples have shape {samples.shape}; [frames] or [frames, channels] expected")
-    frames = samples.reshape(len(samples), -1)
+    frames = samples.reshape(-1, 1) if samples.ndim == 1 else samples
     check_header(int(sample_rate), frames.shape[1], max_channels)
     check_duration(len(frames), int(sample_rate), max_duration_s)
     if frames.dtype == np.int16:
