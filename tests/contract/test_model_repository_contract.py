@@ -26,7 +26,7 @@ from skimage import data as skdata
 from tritonclient.grpc import model_config_pb2
 
 from natriton.errors import ErrorCode, MeshError
-from natriton.messages import Classification, Codec, Detections, Job, ModelInfo
+from natriton.messages import Classification, Codec, Detections, Job, ModelInfo, SpeechSegments
 from natriton.profiles import (
     BuiltProfile,
     ClassifierProfile,
@@ -44,7 +44,7 @@ from natriton.profiles import (
 )
 from natriton.tensors import check_against_specs, to_array, to_tensor
 from natriton_postprocess.logic import to_result
-from natriton_preprocess.logic import DecodeLimits, image_spec_of, image_to_tensor, prepare_image
+from natriton_preprocess.logic import DecodeLimits, image_spec_of, image_to_tensor, prepare_image, vad_profile_of
 from natriton_preprocess.text import text_spec_of, text_to_tensors
 from natriton_router.logic import model_info_from_triton
 
@@ -388,20 +388,23 @@ def test_silero_vad_is_a_16k_vad_with_silero_defaults() -> None:
     assert defaults["speech_pad_ms"] == profile.speech_pad_ms == 30
 
 
-def test_silero_vad_refuses_images_text_and_its_outputs_until_audio_comes() -> None:
+def test_silero_vad_takes_audio_only_and_answers_speech_segments() -> None:
     info = model_info(config_of("silero_vad"))
     message = "model 'silero_vad' takes audio (natriton.kind vad); send an audio input"
     for refuse in (image_spec_of, text_spec_of):
         with pytest.raises(MeshError) as error:
             refuse(info)
         assert error.value.code is ErrorCode.INVALID_ARGUMENT and error.value.message == message
+    assert vad_profile_of(info) is info.profile
+    probabilities = np.array([[0.01]] * 10 + [[0.99]] * 20 + [[0.01]] * 10, np.float32)  # 40 chunks of 32 ms
     outputs = (
-        to_tensor("SPEECH_PROBABILITY", np.zeros((1, 1), np.float32)),
+        to_tensor("SPEECH_PROBABILITY", probabilities),
         to_tensor("STATE_OUT", np.zeros((1, 2, 128), np.float32)),
     )
-    with pytest.raises(MeshError) as error:
-        to_result(info, outputs, Job(model="silero_vad", version="1", task="vad"))
-    assert error.value.code is ErrorCode.INVALID_ARGUMENT and error.value.message == message
+    result = to_result(info, outputs, Job(model="silero_vad", version="1", task="vad", audio_samples=40 * 512))
+    assert isinstance(result, SpeechSegments) and result.duration_s == 1.28
+    [segment] = result.segments
+    assert (segment.start_s, segment.end_s, segment.confidence) == (pytest.approx(0.29), pytest.approx(0.99), 0.99)
 
 
 def test_noop_is_raw_and_takes_tensors_only() -> None:

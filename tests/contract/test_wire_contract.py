@@ -72,6 +72,7 @@ from natriton.profiles import (
     VadProfile,
 )
 from natriton_client import protocol
+from natriton_client.protocol import AudioInput, SpeechSegment, SpeechSegments
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -174,6 +175,15 @@ EXAMPLES: list[tuple[Any, Any, str | None]] = [
         "detections",
     ),
     (Embedding(vector=TENSOR), Result, "embedding"),
+    (AudioInput(data=b"RIFF....WAVE"), InputPayload, "audio"),
+    (AudioInput(pcm=TENSOR, sample_rate=16_000), InputPayload, "audio"),
+    (
+        SpeechSegments(segments=(SpeechSegment(start_s=0.29, end_s=1.21, confidence=0.99),), duration_s=1.5),
+        Result,
+        "speech_segments",
+    ),
+    (SpeechSegment(start_s=0.0, end_s=0.5, confidence=0.7), SpeechSegment, None),
+    (PreprocessTask(job=JOB, input=AudioInput(data=b"fLaC")), PreprocessTask, "preprocess_task"),
     (Detection(label="face", score=0.5, box=(0.0, 0.0, 1.0, 1.0)), Detection, None),
     (CacheEntry(version="1", result=CLASSIFICATION), CacheEntry, "cache_entry"),
     (RoutePolicy(model="m", weights={"1": 90.0, "2": 10.0}, shadow_version="2"), RoutePolicy, "route_policy"),
@@ -265,6 +275,8 @@ ALL_TAGS = {
     "detector",
     "embedder",
     "vad",
+    "audio",
+    "speech_segments",
     "raw",
     "text",
     "detections",
@@ -388,6 +400,9 @@ PINNED_FIELDS = {
         "problem",
     ),
     "TextInput": ("text",),
+    "AudioInput": ("data", "pcm", "sample_rate"),
+    "SpeechSegment": ("start_s", "end_s", "confidence"),
+    "SpeechSegments": ("segments", "duration_s"),
     "Batch": ("items",),
     "Detection": ("label", "score", "box"),
     "Detections": ("detections", "image_width", "image_height"),

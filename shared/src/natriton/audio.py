@@ -24,7 +24,9 @@ import soundfile
 import soxr
 
 from natriton.errors import ErrorCode, MeshError, invalid_argument
-from natriton_client.protocol import one_line
+from natriton.profiles import VadProfile
+from natriton.tensors import to_array, to_tensor
+from natriton_client.protocol import AudioInput, Tensor, one_line
 
 __all__ = [
     "Audio",
@@ -130,6 +132,30 @@ def pcm_audio(
             raise invalid_argument("PCM samples must be finite (no NaN or infinity)")
         scaled = frames.astype(np.float32, copy=False)
     return Audio(_mono(scaled), int(sample_rate), frames.shape[1])
+
+
+def model_inputs(
+    audio: AudioInput, profile: VadProfile, *, max_bytes: int, max_duration_s: float
+) -> tuple[tuple[Tensor, Tensor], int]:
+    """A request's audio as a vad model's inputs: its chunks ``[n, context + chunk]`` at the model's rate and a
+    starting state of zeros ``[1, *state_shape]`` (a clip: a stream of its own); and its length in samples at the
+    model's rate. A file in ``data`` or PCM in ``pcm`` with its ``sample_rate``: ``invalid_argument`` otherwise."""
+    if audio.pcm is not None:
+        if audio.data:
+            raise invalid_argument("audio input: send a file in data or samples in pcm, not both")
+        if audio.sample_rate <= 0:
+            raise invalid_argument("audio input: pcm needs its sample_rate")
+        if len(audio.pcm.data) > max_bytes:
+            raise MeshError(
+                ErrorCode.PAYLOAD_TOO_LARGE, f"audio is {len(audio.pcm.data):,} bytes; the limit is {max_bytes:,}"
+            )
+        decoded = pcm_audio(to_array(audio.pcm), audio.sample_rate, max_duration_s=max_duration_s)
+    else:
+        decoded = decode_audio(audio.data, max_bytes=max_bytes, max_duration_s=max_duration_s)
+    samples = to_model_rate(decoded, profile.sample_rate)
+    chunks = chunk(samples, profile.chunk_samples, profile.context_samples)
+    state = np.zeros((1, *profile.state_shape), dtype=np.float32)
+    return (to_tensor(profile.audio_input, chunks), to_tensor(profile.state_input, state)), len(samples)
 
 
 def check_header(sample_rate: int, channels: int, max_channels: int = MAX_CHANNELS) -> None:

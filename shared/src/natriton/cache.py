@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from natriton.messages import ImageInput, InputPayload, TextInput
+from natriton.messages import AudioInput, ImageInput, InputPayload, TextInput
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,13 @@ def cache_key(model: str, version: str, payload: InputPayload, top_k: int) -> st
     elif isinstance(payload, TextInput):
         digest.update(b"text\0")
         digest.update(payload.text.encode())
+    elif isinstance(payload, AudioInput):
+        digest.update(b"audio\0")
+        digest.update(payload.data)
+        if payload.pcm is not None:
+            pcm = payload.pcm
+            digest.update(f"\0{payload.sample_rate}\0{pcm.datatype}\0{pcm.shape}\0".encode())
+            digest.update(pcm.data)
     else:
         for tensor in payload.tensors:
             digest.update(f"{tensor.name}\0{tensor.datatype}\0{tensor.shape}\0".encode())

@@ -14,6 +14,7 @@ import msgspec
 
 from natriton.profiles import ModelProfile, RawProfile, TensorSpec
 from natriton_client.protocol import (
+    AudioInput,
     Batch,
     Classification,
     ClassScore,
@@ -31,12 +32,15 @@ from natriton_client.protocol import (
     RawOutputs,
     Reply,
     Result,
+    SpeechSegment,
+    SpeechSegments,
     Tensor,
     TensorInput,
     TextInput,
 )
 
 __all__ = [
+    "AudioInput",
     "Batch",
     "CacheEntry",
     "ClassScore",
@@ -67,6 +71,8 @@ __all__ = [
     "Result",
     "RoutePolicy",
     "SourceState",
+    "SpeechSegment",
+    "SpeechSegments",
     "StreamControl",
     "StreamControlAnswer",
     "StreamControlReply",
@@ -100,6 +106,8 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     source_width: int = 0
     source_height: int = 0
     """Size of the original image (set by preprocess; detection boxes are scaled back to it)."""
+    audio_samples: int = 0
+    """Length of the audio at the model's sample rate (set by preprocess; speech segments end within it)."""
 
 
 class PreprocessTask(msgspec.Struct, tag="preprocess_task", **_STRUCT_OPTIONS):

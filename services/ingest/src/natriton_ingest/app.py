@@ -32,6 +32,7 @@ from natriton.claimcheck import FrameStore, frame_key
 from natriton.errors import ErrorCode, MeshError, invalid_argument
 from natriton.frames import ensure_stream
 from natriton.messages import (
+    AudioInput,
     CacheEntry,
     Codec,
     ErrorReply,
@@ -337,8 +338,11 @@ class IngestApp:
         span.set_attribute("natriton.mesh_id", admitted.envelope.mesh_id)
         span.set_attribute("natriton.model", request.model)
         info, version = self.catalog.require(request.model, request.version)
-        if isinstance(info.profile, VadProfile):  # images, text and tensors alike: it takes audio with its state
-            raise invalid_argument(audio_only(info.name))
+        takes_audio = isinstance(info.profile, VadProfile)
+        if takes_audio != isinstance(request.input, AudioInput):  # a vad model takes audio and nothing else
+            raise invalid_argument(
+                audio_only(info.name) if takes_audio else f"model {info.name!r} ({info.task}) does not take audio"
+            )
         if not request.version:
             version = ""  # the router's routing policy chooses
         key = ""

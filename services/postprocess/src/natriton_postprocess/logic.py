@@ -7,6 +7,7 @@ from typing import Any, assert_never
 import numpy as np
 import numpy.typing as npt
 
+from natriton.audio import speech_segments
 from natriton.errors import ErrorCode, MeshError, invalid_argument
 from natriton.messages import (
     Batch,
@@ -20,6 +21,8 @@ from natriton.messages import (
     ModelInfo,
     RawOutputs,
     Result,
+    SpeechSegment,
+    SpeechSegments,
     Tensor,
 )
 from natriton.profiles import ClassifierProfile, DetectorProfile, EmbedderProfile, RawProfile, VadProfile, audio_only
@@ -104,6 +107,8 @@ def to_result(info: ModelInfo, outputs: tuple[Tensor, ...], job: Job) -> Result:
     """
     if not outputs:
         raise MeshError(ErrorCode.INTERNAL, f"model {info.name!r} returned no outputs")
+    if isinstance(info.profile, VadProfile):  # one sequence of chunks: one answer, not one per chunk
+        return speech_result(info, info.profile, outputs, job)
     if isinstance(info.profile, RawProfile) and all(t.shape[:1] == (1,) for t in outputs):
         return RawOutputs(tensors=outputs)  # one item: the outputs as Triton returned them, no copy
     arrays = {t.name: to_array(t) for t in outputs}
@@ -123,6 +128,33 @@ def to_result(info: ModelInfo, outputs: tuple[Tensor, ...], job: Job) -> Result:
     return items[0] if count == 1 else Batch(items=items)
 
 
+def speech_result(info: ModelInfo, profile: VadProfile, outputs: tuple[Tensor, ...], job: Job) -> SpeechSegments:
+    """A clip's speech segments from the speech probability of each of its chunks (silero's rules, with the
+    model's thresholds); the last segment ends within the clip (``job.audio_samples``)."""
+    arrays = {t.name: to_array(t) for t in outputs}
+    probabilities = np.asarray(_output(info, arrays, profile.probability_output), dtype=np.float32).reshape(-1)
+    rate = profile.sample_rate
+    length = job.audio_samples or len(probabilities) * profile.chunk_samples
+    segments = speech_segments(
+        probabilities,
+        sample_rate=rate,
+        chunk=profile.chunk_samples,
+        threshold=profile.threshold,
+        neg_threshold=profile.neg_threshold,
+        min_speech_ms=profile.min_speech_duration_ms,
+        min_silence_ms=profile.min_silence_duration_ms,
+        speech_pad_ms=profile.speech_pad_ms,
+        length=length,
+    )
+    return SpeechSegments(
+        segments=tuple(
+            SpeechSegment(start_s=round(s.start_s, 4), end_s=round(s.end_s, 4), confidence=round(s.confidence, 4))
+            for s in segments
+        ),
+        duration_s=round(length / rate, 4),
+    )
+
+
 def item_result(
     info: ModelInfo, outputs: tuple[Tensor, ...], arrays: dict[str, npt.NDArray[Any]], item: int, job: Job
 ) -> ItemResult:
@@ -139,7 +171,7 @@ def item_result(
         case EmbedderProfile():
             vector = np.asarray(_output(info, arrays, profile.output)[item], dtype=np.float32)
             return Embedding(vector=to_tensor(profile.output, vector))
-        case VadProfile():  # ingest refuses every input but audio for these models; nothing reads their outputs yet
+        case VadProfile():  # answered whole by speech_result (a request is one sequence, not a batch of items)
             raise invalid_argument(audio_only(info.name))
         case RawProfile():
             return RawOutputs(tensors=tuple(to_tensor(t.name, arrays[t.name][item : item + 1]) for t in outputs))

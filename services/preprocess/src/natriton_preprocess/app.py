@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -13,11 +14,13 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from natriton import deadletters, subjects
+from natriton.audio import model_inputs
 from natriton.catalog import ModelCatalog, ModelFiles
 from natriton.claimcheck import FrameStore
 from natriton.errors import MeshError
 from natriton.frames import CONSUMER_NAMES, STREAM_NAMES, ensure_results_stream, ensure_streams, frames_subject
 from natriton.messages import (
+    AudioInput,
     Codec,
     FrameRef,
     FrameTask,
@@ -38,6 +41,7 @@ from natriton_preprocess.logic import (
     image_spec_of,
     prepare_frame,
     prepare_image,
+    vad_profile_of,
 )
 from natriton_preprocess.settings import Settings
 from natriton_preprocess.text import text_spec_of, text_to_tensors
@@ -143,6 +147,15 @@ class PreprocessApp:
             tensor, (width, height) = await self.image_tensor(task.input.data, layout)
             inputs: tuple[Tensor, ...] = (tensor,)
             job = msgspec.structs.replace(job, source_width=width, source_height=height)
+        elif isinstance(task.input, AudioInput):
+            profile = vad_profile_of(info)
+            convert = functools.partial(
+                model_inputs,
+                max_bytes=self.settings.max_audio_bytes,
+                max_duration_s=self.settings.max_audio_duration_s,
+            )
+            inputs, samples = await self.offload(convert, task.input, profile)
+            job = msgspec.structs.replace(job, audio_samples=samples)
         elif isinstance(task.input, TextInput):
             spec = text_spec_of(info)
             tokenizer = await self.files.get(spec.tokenizer_file, spec.tokenizer_sha256)

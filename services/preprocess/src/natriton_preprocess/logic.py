@@ -44,6 +44,13 @@ ORIGINAL_SIZE = "natriton_original_size"
 _PADDING = re.compile(rb"\xff+")
 
 
+def vad_profile_of(info: ModelInfo) -> VadProfile:
+    """How ``info``'s model takes audio; ``invalid_argument`` when it does not."""
+    if isinstance(info.profile, VadProfile):
+        return info.profile
+    raise invalid_argument(f"model {info.name!r} ({info.task}) does not take audio")
+
+
 def image_spec_of(info: ModelInfo) -> ImageSpec:
     """How ``info``'s model takes an image; ``invalid_argument`` when it takes only tensors or text."""
     spec: ImageSpec | None = None

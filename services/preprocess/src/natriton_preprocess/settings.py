@@ -33,6 +33,11 @@ class Settings(CommonSettings, frozen=True, kw_only=True):
     too); 3 on a NATS cluster of 3 or more, so that an acknowledged frame survives the loss of a server."""
     dead_letter_max_age_s: float = 7 * 24 * 3600.0
     """How long dead letters are kept (at most 1 GiB of them)."""
+    max_audio_duration_s: float = 300.0
+    """Longer audio is refused (``payload_too_large``) from its header, before decoding. A clip runs through a vad
+    model one 32 ms chunk after another (the state carries over), so its time in the router grows with its length."""
+    max_audio_bytes: int = 64 * 1024 * 1024
+    """Larger audio (file or PCM) is refused before decoding."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

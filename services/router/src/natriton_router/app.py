@@ -17,16 +17,19 @@ from opentelemetry.trace import Link
 
 from natriton import headers, subjects
 from natriton.catalog import RouteTable, open_bucket, open_model_files, publish_model, publish_model_file
+from natriton.envelope import Envelope
 from natriton.errors import ErrorCode, MeshError, invalid_argument
-from natriton.messages import Codec, InferTask, ModelInfo, PostprocessTask, Tensor
+from natriton.messages import Codec, InferTask, Job, ModelInfo, PostprocessTask, Tensor
 from natriton.metrics import LatencyHistogram, Metric, add_latency, counter, gauge, histogram, sizes_histogram
 from natriton.pipeline import decode_task, next_hop_headers, serve_stage
+from natriton.profiles import VadProfile
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton.subjects import MODELS_BUCKET
 from natriton.tensors import check_against_specs
 from natriton_router.batching import Arrays, BatchResult, Limits, ModelBatcher
 from natriton_router.control import ModelControlEndpoint, catalog_keys
 from natriton_router.logic import CircuitBreaker, choose_version, outputs_agree, shadow_version_for
+from natriton_router.sequences import run_sequence
 from natriton_router.settings import Settings
 from natriton_router.triton import TritonGateway
 
@@ -60,6 +63,8 @@ class RouterApp:
         self.triton_latency: dict[tuple[str, str], LatencyHistogram] = {}
         self.triton_reachable = True
         """Whether the latest catalog refresh reached Triton (``/readyz``)."""
+        self.sequence_steps = 0
+        """Steps of stateful models' sequences run (one chunk each)."""
 
     async def start(self) -> None:
         await self.triton.wait_ready(self.settings.triton_ready_timeout_s)
@@ -159,6 +164,9 @@ class RouterApp:
         version = job.version or choose_version(info, policy, self._rng)
         if version not in info.versions:
             raise MeshError(ErrorCode.NOT_FOUND, f"model {job.model!r} version {version!r} is not served")
+        if isinstance(info.profile, VadProfile):
+            await self._handle_sequence(info, version, job, task.inputs, envelope)
+            return
         check_against_specs(task.inputs, info.inputs, info.name)
         if info.max_batch_size and task.inputs[0].shape[0] > info.max_batch_size:
             raise invalid_argument(f"model {info.name!r} takes at most {info.max_batch_size} items per request")
@@ -173,6 +181,27 @@ class RouterApp:
             self._mirror(info, shadow, task.inputs, result.outputs, deadline)
         out = PostprocessTask(job=msgspec.structs.replace(job, version=version), outputs=result.outputs)
         # the batch's other requests publish in this same turn: one NATS message carries them all
+        self.runtime.publish_soon(subjects.POSTPROCESS, OUT.encode(out), next_hop_headers(envelope))
+
+    async def _handle_sequence(
+        self, info: ModelInfo, version: str, job: Job, inputs: tuple[Tensor, ...], envelope: Envelope
+    ) -> None:
+        """A stateful model's request: its chunks one step at a time, the state carried (:mod:`.sequences`)."""
+        assert isinstance(info.profile, VadProfile)
+        self.breaker(info.name).check(info.name)
+        span = trace.get_current_span()
+        span.set_attribute("natriton.model.version", version)
+        outputs, steps = await run_sequence(
+            self.batcher(info, version).submit,
+            info.name,
+            info.profile,
+            inputs,
+            envelope.deadline_ms,
+            span.get_span_context(),
+        )
+        span.set_attribute("natriton.sequence.steps", len(steps))
+        self.sequence_steps += len(steps)
+        out = PostprocessTask(job=msgspec.structs.replace(job, version=version), outputs=outputs)
         self.runtime.publish_soon(subjects.POSTPROCESS, OUT.encode(out), next_hop_headers(envelope))
 
     def _record_spans(self, result: BatchResult) -> None:
@@ -346,7 +375,11 @@ class RouterApp:
         )
         for via in ("shared_memory", "grpc"):
             batches.add_metric([via], self.triton.batches[via])
-        return [queued, in_flight, sizes, rejected, expired, triton, state, opened, shadow, reachable, batches]
+        steps = counter(
+            "natriton_router_sequence_steps", "Chunks of stateful models' sequences run (one Triton item each).", []
+        )
+        steps.add_metric([], self.sequence_steps)
+        return [queued, in_flight, sizes, rejected, expired, triton, state, opened, shadow, reachable, batches, steps]
 
     def stats(self) -> dict[str, Any]:
         """Batching, admission, breaker and shadow numbers for ``$SRV.STATS``."""

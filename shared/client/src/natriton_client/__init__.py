@@ -30,6 +30,7 @@ from natriton_client.errors import (
 )
 from natriton_client.protocol import (
     INFER_SUBJECT,
+    AudioInput,
     Batch,
     Classification,
     ClassScore,
@@ -46,6 +47,8 @@ from natriton_client.protocol import (
     RawOutputs,
     Reply,
     Result,
+    SpeechSegment,
+    SpeechSegments,
     Tensor,
     TensorInput,
     TextInput,
@@ -64,6 +67,7 @@ __all__ = [
     "NO_RETRY",
     "AsyncClient",
     "AsyncResults",
+    "AudioInput",
     "Batch",
     "ClassScore",
     "Classification",
@@ -95,6 +99,8 @@ __all__ = [
     "Result",
     "Results",
     "RetryPolicy",
+    "SpeechSegment",
+    "SpeechSegments",
     "Tensor",
     "TensorInput",
     "TextInput",

@@ -20,6 +20,7 @@ from natriton_client.protocol import (
     MSGPACK,
     RESERVED_SUBJECT_PREFIXES,
     SHARED_RESULTS,
+    AudioInput,
     Codec,
     ErrorCode,
     ErrorReply,
@@ -48,19 +49,24 @@ def make_request(
     image: bytes | None = None,
     tensors: Sequence[Tensor] | None = None,
     text: str | None = None,
+    audio: AudioInput | None = None,
     version: str = "",
     top_k: int = 5,
     use_cache: bool = True,
 ) -> InferRequest:
-    """The :class:`InferRequest` for exactly one of ``image=``, ``tensors=`` or ``text=`` (else ``ValueError``)."""
-    given = [name for name, p in (("image", image), ("tensors", tensors), ("text", text)) if p is not None]
+    """The :class:`InferRequest` for exactly one of ``image=``, ``tensors=``, ``text=`` or ``audio=`` (else
+    ``ValueError``)."""
+    inputs = (("image", image), ("tensors", tensors), ("text", text), ("audio", audio))
+    given = [name for name, p in inputs if p is not None]
     if len(given) != 1:
-        raise ValueError(f"give exactly one of image=, tensors= or text= (got {', '.join(given) or 'none'})")
+        raise ValueError(f"give exactly one of image=, tensors=, text= or audio= (got {', '.join(given) or 'none'})")
     payload: InputPayload
     if image is not None:
         payload = ImageInput(data=image)
     elif text is not None:
         payload = TextInput(text=text)
+    elif audio is not None:
+        payload = audio
     else:
         payload = TensorInput(tensors=tuple(tensors or ()))
     return InferRequest(model=model, input=payload, version=version, top_k=top_k, use_cache=use_cache)

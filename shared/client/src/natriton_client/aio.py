@@ -57,6 +57,7 @@ from natriton_client.protocol import (
     INGEST_HEARTBEAT_SUBJECT,
     JSON,
     MSGPACK,
+    AudioInput,
     ErrorReply,
     Header,
     InferRequest,
@@ -117,6 +118,7 @@ class InferCall:
     image: bytes | None = None
     tensors: Sequence[Tensor] | None = None
     text: str | None = None
+    audio: AudioInput | None = None
     version: str = ""
     top_k: int = 5
     use_cache: bool = True
@@ -124,12 +126,13 @@ class InferCall:
     timeout_s: float | None = None
 
     def to_request(self) -> InferRequest:
-        """The wire request (``ValueError`` unless exactly one of image, tensors, text is given)."""
+        """The wire request (``ValueError`` unless exactly one of image, tensors, text, audio is given)."""
         return make_request(
             self.model,
             image=self.image,
             tensors=self.tensors,
             text=self.text,
+            audio=self.audio,
             version=self.version,
             top_k=self.top_k,
             use_cache=self.use_cache,
@@ -308,6 +311,7 @@ class AsyncClient:
         image: bytes | None = None,
         tensors: Sequence[Tensor] | None = None,
         text: str | None = None,
+        audio: AudioInput | None = None,
         version: str = "",
         top_k: int = 5,
         use_cache: bool = True,
@@ -319,7 +323,8 @@ class AsyncClient:
         retry: RetryPolicy | None = None,
         extra_headers: Mapping[str, str] | None = None,
     ) -> InferResponse:
-        """Run ``model`` on exactly one of ``image=`` (JPEG/PNG bytes), ``tensors=`` or ``text=``.
+        """Run ``model`` on exactly one of ``image=`` (JPEG/PNG bytes), ``tensors=``, ``text=`` or ``audio=``
+        (an :class:`~natriton_client.protocol.AudioInput`: a WAV/FLAC/OGG file, or PCM with its sample rate).
 
         ``timeout_s`` is the budget of the whole call, retries included (default: the client's); ``deadline_ms``
         an absolute deadline in Unix epoch ms instead (it wins, as in the protocol). ``request_id`` is echoed back
@@ -328,7 +333,14 @@ class AsyncClient:
         Raises a :class:`~natriton_client.errors.NatritonError` subclass for every failure.
         """
         request = make_request(
-            model, image=image, tensors=tensors, text=text, version=version, top_k=top_k, use_cache=use_cache
+            model,
+            image=image,
+            tensors=tensors,
+            text=text,
+            audio=audio,
+            version=version,
+            top_k=top_k,
+            use_cache=use_cache,
         )
         return await self.infer_request(
             request,
@@ -625,6 +637,7 @@ class AsyncClient:
         image: bytes | None = None,
         tensors: Sequence[Tensor] | None = None,
         text: str | None = None,
+        audio: AudioInput | None = None,
         version: str = "",
         top_k: int = 5,
         use_cache: bool = True,
@@ -644,7 +657,14 @@ class AsyncClient:
         raises :class:`~natriton_client.errors.InvalidArgument` here. Nothing is retried.
         """
         request = make_request(
-            model, image=image, tensors=tensors, text=text, version=version, top_k=top_k, use_cache=use_cache
+            model,
+            image=image,
+            tensors=tensors,
+            text=text,
+            audio=audio,
+            version=version,
+            top_k=top_k,
+            use_cache=use_cache,
         )
         return await self.publish_request(
             request,
@@ -785,6 +805,7 @@ class MeshClient:
         image: bytes | None = None,
         tensors: Sequence[Tensor] | None = None,
         text: str | None = None,
+        audio: AudioInput | None = None,
         version: str = "",
         top_k: int = 5,
         use_cache: bool = True,
@@ -798,11 +819,15 @@ class MeshClient:
         Raises ``nats.errors.TimeoutError`` only if no reply at all arrives (the mesh itself answers
         ``deadline_exceeded`` before that).
         """
-        given = [p for p in (image, tensors, text) if p is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of image=, tensors= or text=")
         request = make_request(
-            model, image=image, tensors=tensors, text=text, version=version, top_k=top_k, use_cache=use_cache
+            model,
+            image=image,
+            tensors=tensors,
+            text=text,
+            audio=audio,
+            version=version,
+            top_k=top_k,
+            use_cache=use_cache,
         )
         return await self.send(
             _REQUEST.encode(request, json=json),

@@ -199,7 +199,17 @@ class TextInput(msgspec.Struct, tag="text", **_STRUCT_OPTIONS):
     text: str
 
 
-InputPayload: TypeAlias = ImageInput | TensorInput | TextInput
+class AudioInput(msgspec.Struct, tag="audio", **_STRUCT_OPTIONS):
+    """Audio for speech models (``natriton.kind: vad``): an encoded file in ``data`` (WAV, FLAC or OGG), or raw PCM
+    in ``pcm`` (INT16 or FP32, shape ``[frames]`` or ``[frames, channels]``) with its ``sample_rate``. Preprocess
+    mixes it to mono and resamples it to the model's rate."""
+
+    data: bytes = b""
+    pcm: Tensor | None = None
+    sample_rate: int = 0
+
+
+InputPayload: TypeAlias = ImageInput | TensorInput | TextInput | AudioInput
 
 
 class InferRequest(msgspec.Struct, tag="infer_request", **_STRUCT_OPTIONS):
@@ -264,7 +274,23 @@ class RawOutputs(msgspec.Struct, tag="raw_outputs", **_STRUCT_OPTIONS):
     tensors: tuple[Tensor, ...]
 
 
-ItemResult: TypeAlias = Classification | Detections | Embedding | RawOutputs
+class SpeechSegment(msgspec.Struct, frozen=True, kw_only=True):
+    """Speech from ``start_s`` to ``end_s`` (seconds from the start of the audio); ``confidence`` is the highest
+    speech probability the model gave within it."""
+
+    start_s: float
+    end_s: float
+    confidence: float
+
+
+class SpeechSegments(msgspec.Struct, tag="speech_segments", **_STRUCT_OPTIONS):
+    """Where an audio clip has speech, in order (none: no speech); ``duration_s`` is the clip's length."""
+
+    segments: tuple[SpeechSegment, ...]
+    duration_s: float
+
+
+ItemResult: TypeAlias = Classification | Detections | Embedding | RawOutputs | SpeechSegments
 
 
 class Batch(msgspec.Struct, tag="batch", **_STRUCT_OPTIONS):
@@ -273,7 +299,7 @@ class Batch(msgspec.Struct, tag="batch", **_STRUCT_OPTIONS):
     items: tuple[ItemResult, ...]
 
 
-Result: TypeAlias = Classification | Detections | Embedding | RawOutputs | Batch
+Result: TypeAlias = Classification | Detections | Embedding | RawOutputs | SpeechSegments | Batch
 
 
 class InferResponse(msgspec.Struct, tag="infer_response", **_STRUCT_OPTIONS):

@@ -17,7 +17,7 @@ from typing import Any, Literal, Self, TypeVar, overload
 
 from natriton_client.aio import DEFAULT_URL, AsyncClient, AsyncResults, InferCall
 from natriton_client.errors import NatritonError
-from natriton_client.protocol import InferRequest, InferResponse, Reply, Tensor
+from natriton_client.protocol import AudioInput, InferRequest, InferResponse, Reply, Tensor
 from natriton_client.retry import RetryPolicy
 
 __all__ = ["Client", "Results"]
@@ -203,6 +203,7 @@ class Client:
         image: bytes | None = None,
         tensors: Sequence[Tensor] | None = None,
         text: str | None = None,
+        audio: AudioInput | None = None,
         version: str = "",
         top_k: int = 5,
         use_cache: bool = True,
@@ -221,6 +222,7 @@ class Client:
                 image=image,
                 tensors=tensors,
                 text=text,
+                audio=audio,
                 version=version,
                 top_k=top_k,
                 use_cache=use_cache,
@@ -329,6 +331,7 @@ class Client:
         image: bytes | None = None,
         tensors: Sequence[Tensor] | None = None,
         text: str | None = None,
+        audio: AudioInput | None = None,
         version: str = "",
         top_k: int = 5,
         use_cache: bool = True,
@@ -347,6 +350,7 @@ class Client:
                 image=image,
                 tensors=tensors,
                 text=text,
+                audio=audio,
                 version=version,
                 top_k=top_k,
                 use_cache=use_cache,

@@ -139,6 +139,7 @@ async def closed_loop(
                     image=payload.image,
                     text=payload.text,
                     tensors=payload.tensors,
+                    audio=payload.audio_input(),
                     top_k=top_k,
                     use_cache=use_cache,
                     timeout_s=timeout_s,

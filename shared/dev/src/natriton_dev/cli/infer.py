@@ -12,6 +12,7 @@ import typer
 from rich.text import Text
 
 from natriton_client.protocol import (
+    AudioInput,
     Batch,
     Classification,
     Detections,
@@ -19,6 +20,7 @@ from natriton_client.protocol import (
     ErrorReply,
     ItemResult,
     Reply,
+    SpeechSegments,
     Tensor,
 )
 from natriton_dev.cli.common import (
@@ -42,7 +44,9 @@ from natriton_dev.cli.common import (
     shown_url,
 )
 
-FILE_SUFFIXES: Final = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".npy")
+AUDIO_SUFFIXES: Final = (".wav", ".flac", ".ogg", ".oga", ".opus")
+"""A file ending like this is sent as audio (for speech models), any other file as an image."""
+FILE_SUFFIXES: Final = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".npy", *AUDIO_SUFFIXES)
 """An argument ending like this is meant as a file, so a missing one is an error rather than text."""
 
 
@@ -52,11 +56,19 @@ class Payload(msgspec.Struct, frozen=True, kw_only=True):
     image: bytes | None = None
     text: str | None = None
     tensors: tuple[Tensor, ...] | None = None
+    audio: bytes | None = None
+    """An audio file (WAV, FLAC or OGG)."""
+
+    def audio_input(self) -> AudioInput | None:
+        """The audio as the protocol's input (None when the payload is something else)."""
+        return AudioInput(data=self.audio) if self.audio is not None else None
 
     def describe(self) -> str:
-        """``image (37 KB)``, ``text (21 characters)``, ``tensors IMAGE UINT8 [1,224,224,3]``."""
+        """``image (37 KB)``, ``text (21 characters)``, ``tensors IMAGE UINT8 [1,224,224,3]``, ``audio (90 KB)``."""
         if self.image is not None:
             return f"image ({len(self.image) / 1024:.0f} KB)"
+        if self.audio is not None:
+            return f"audio ({len(self.audio) / 1024:.0f} KB)"
         if self.text is not None:
             return f"text ({len(self.text)} characters)"
         return "tensors " + ", ".join(f"{t.name} {t.datatype} {list(t.shape)}" for t in self.tensors or ())
@@ -82,7 +94,7 @@ def choose_payload(source: str | None, text: str | None, tensor_files: list[Path
     """What to send: ``--tensor-file``s, ``--text``, an image file, or the argument as text."""
     given = sum(bool(x) for x in (source is not None, text is not None, tensor_files))
     if given != 1:
-        raise CliError("give exactly one input: an image FILE, TEXT (or --text), or --tensor-file", EXIT_USAGE)
+        raise CliError("give exactly one input: an image or audio FILE, TEXT (or --text), or --tensor-file", EXIT_USAGE)
     if tensor_files:
         if len(input_names) != len(tensor_files):
             raise CliError("give one --input-name per --tensor-file (in the same order)", EXIT_USAGE)
@@ -97,9 +109,11 @@ def choose_payload(source: str | None, text: str | None, tensor_files: list[Path
     if path.is_file():
         if path.suffix.lower() == ".npy":
             raise CliError(f"{path} is a tensor: pass it as --tensor-file {path} --input-name NAME", EXIT_USAGE)
+        if path.suffix.lower() in AUDIO_SUFFIXES:
+            return Payload(audio=path.read_bytes())
         return Payload(image=path.read_bytes())
     if path.is_dir():
-        raise CliError(f"{path} is a directory, not an image file", EXIT_USAGE)
+        raise CliError(f"{path} is a directory, not an image or audio file", EXIT_USAGE)
     if not any(c.isspace() for c in source) and source.lower().endswith(FILE_SUFFIXES):
         raise CliError(f"no such file: {source} (use --text to send it as text)", EXIT_USAGE)
     return Payload(text=source)
@@ -139,6 +153,12 @@ def item_renderables(result: ItemResult) -> list[Any]:
             Text(f"embedding: {vector.size} dimensions ({result.vector.datatype}), L2 norm {norm:.4f}", style="bold"),
             Text(f"[{head}{more}]"),
         ]
+    if isinstance(result, SpeechSegments):
+        heading = Text(f"{len(result.segments)} speech segment(s) in {result.duration_s:.2f} s of audio", style="bold")
+        table = PlainTable("#", "start", "end", "confidence", box=None, header_style="bold")
+        for rank, segment in enumerate(result.segments, 1):
+            table.add_row(str(rank), f"{segment.start_s:.2f} s", f"{segment.end_s:.2f} s", f"{segment.confidence:.3f}")
+        return [heading, table] if result.segments else [heading]
     table = PlainTable("output", "datatype", "shape", "min", "max", "mean", box=None, header_style="bold")
     for tensor in result.tensors:
         values = _tensor_values(tensor)
@@ -227,6 +247,7 @@ async def send(
                 image=payload.image,
                 text=payload.text,
                 tensors=payload.tensors,
+                audio=payload.audio_input(),
                 version=version,
                 top_k=top_k,
                 use_cache=use_cache,
