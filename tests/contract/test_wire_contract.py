@@ -72,7 +72,22 @@ from natriton.profiles import (
     VadProfile,
 )
 from natriton_client import protocol
-from natriton_client.protocol import AudioInput, SpeechSegment, SpeechSegments
+from natriton_client.protocol import (
+    AudioChunk,
+    AudioChunkAck,
+    AudioChunkAnswer,
+    AudioEvent,
+    AudioInput,
+    AudioStreamEnded,
+    AudioStreamState,
+    AudioStreamStateAnswer,
+    AudioStreamStateRequest,
+    SpeechEnded,
+    SpeechSegment,
+    SpeechSegments,
+    SpeechStarted,
+    VoiceActivity,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -184,6 +199,24 @@ EXAMPLES: list[tuple[Any, Any, str | None]] = [
     ),
     (SpeechSegment(start_s=0.0, end_s=0.5, confidence=0.7), SpeechSegment, None),
     (PreprocessTask(job=JOB, input=AudioInput(data=b"fLaC")), PreprocessTask, "preprocess_task"),
+    # live audio streams
+    (AudioChunk(seq=3, audio=AudioInput(pcm=TENSOR, sample_rate=48_000), end=True), AudioChunk, "audio_chunk"),
+    (AudioChunkAck(stream="mic-1", seq=3), AudioChunkAnswer, "audio_chunk_ack"),
+    (ErrorReply(request_id="", code=ErrorCode.INVALID_ARGUMENT, message="bad"), AudioChunkAnswer, "error"),
+    (
+        VoiceActivity(stream="mic-1", seq=3, start_s=0.096, chunk_s=0.032, probabilities=(0.01, 0.97)),
+        AudioEvent,
+        "voice_activity",
+    ),
+    (SpeechStarted(stream="mic-1", time_s=0.29, confidence=0.97), AudioEvent, "speech_start"),
+    (SpeechEnded(stream="mic-1", time_s=1.21, confidence=0.99), AudioEvent, "speech_end"),
+    (AudioStreamEnded(stream="mic-1", reason="quiet", time_s=1.5), AudioEvent, "audio_stream_ended"),
+    (
+        AudioStreamState(stream="mic-1", owner="c0ffee", next_seq=4, time_s=0.4, speaking=True),
+        AudioStreamStateAnswer,
+        "audio_stream_state",
+    ),
+    (AudioStreamStateRequest(), AudioStreamStateRequest, "audio_stream_state_request"),
     (Detection(label="face", score=0.5, box=(0.0, 0.0, 1.0, 1.0)), Detection, None),
     (CacheEntry(version="1", result=CLASSIFICATION), CacheEntry, "cache_entry"),
     (RoutePolicy(model="m", weights={"1": 90.0, "2": 10.0}, shadow_version="2"), RoutePolicy, "route_policy"),
@@ -277,6 +310,14 @@ ALL_TAGS = {
     "vad",
     "audio",
     "speech_segments",
+    "audio_chunk",
+    "audio_chunk_ack",
+    "voice_activity",
+    "speech_start",
+    "speech_end",
+    "audio_stream_ended",
+    "audio_stream_state",
+    "audio_stream_state_request",
     "raw",
     "text",
     "detections",
@@ -403,6 +444,14 @@ PINNED_FIELDS = {
     "AudioInput": ("data", "pcm", "sample_rate"),
     "SpeechSegment": ("start_s", "end_s", "confidence"),
     "SpeechSegments": ("segments", "duration_s"),
+    "AudioChunk": ("seq", "audio", "model", "end"),
+    "AudioChunkAck": ("stream", "seq"),
+    "VoiceActivity": ("stream", "seq", "start_s", "chunk_s", "probabilities"),
+    "SpeechStarted": ("stream", "time_s", "confidence"),
+    "SpeechEnded": ("stream", "time_s", "confidence"),
+    "AudioStreamEnded": ("stream", "reason", "time_s"),
+    "AudioStreamState": ("stream", "owner", "next_seq", "time_s", "speaking", "waiting"),
+    "AudioStreamStateRequest": (),
     "Batch": ("items",),
     "Detection": ("label", "score", "box"),
     "Detections": ("detections", "image_width", "image_height"),

@@ -22,6 +22,7 @@ from natriton.audio import (
     Segment,
     SpeechEvent,
     SpeechTracker,
+    StreamFramer,
     chunk,
     decode_audio,
     pcm_audio,
@@ -463,3 +464,31 @@ def test_speech_tracker_on_real_speech_is_live(
                 assert now - (event.time_s + pad) <= 0.25 + 2 * CHUNK / RATE, (event, now)
             else:
                 assert now - (event.time_s - pad) <= 0.1 + 2 * CHUNK / RATE, (event, now)
+
+
+# --------------------------------------------------------------------------------------------
+# Live streams: framing piece after piece
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("piece_s", [0.01, 0.1, 0.37])
+def test_a_stream_framed_piece_by_piece_is_the_clip_framed_whole(sounds: dict[str, Path], piece_s: float) -> None:
+    """48 kHz pieces of any length give the rows of the whole clip at 16 kHz, to resampling noise: the cuts
+    between pieces leave no trace."""
+    wav = decode_audio(sounds["Front_Center.wav"].read_bytes(), **LIMITS)
+    whole = chunk(to_model_rate(wav, RATE), CHUNK, 64)
+    framer = StreamFramer(wav.sample_rate, RATE, CHUNK, 64)
+    step = int(piece_s * wav.sample_rate)
+    pieces = [wav.samples[i : i + step] for i in range(0, len(wav.samples), step)]
+    rows = [framer.push(p, last=i == len(pieces) - 1) for i, p in enumerate(pieces)]
+    streamed = np.concatenate([r for r in rows if len(r)])
+    assert streamed.shape == whole.shape
+    assert np.abs(streamed - whole).max() < 1e-3
+    assert framer.framed == len(whole) * CHUNK
+
+
+def test_a_stream_at_the_models_rate_is_framed_exactly() -> None:
+    samples = np.random.default_rng(3).uniform(-1, 1, 5000).astype(np.float32)
+    framer = StreamFramer(RATE, RATE, CHUNK, 64)
+    rows = np.concatenate(
+        [framer.push(samples[:700]), framer.push(samples[700:4000]), framer.push(samples[4000:], last=True)]
+    )
+    assert np.array_equal(rows, chunk(samples, CHUNK, 64))

@@ -207,6 +207,47 @@ def to_model_rate(audio: Audio, rate: int = 16_000) -> Samples:
     return np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False)
 
 
+class StreamFramer:
+    """A live stream as a vad model's chunks, piece after piece: resampled continuously (soxr's stream resampler
+    keeps its filter across pieces, so the cuts between pieces leave no trace) and framed as :func:`chunk` frames a
+    whole clip, the samples short of a chunk kept for the next piece."""
+
+    def __init__(self, sample_rate: int, model_rate: int, chunk: int, context: int) -> None:
+        self.sample_rate = sample_rate
+        self.chunk = chunk
+        self._resampler = (
+            soxr.ResampleStream(sample_rate, model_rate, 1, dtype="float32", quality="HQ")
+            if sample_rate != model_rate
+            else None
+        )
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._context = np.zeros(context, dtype=np.float32)
+        self.framed = 0
+        """Samples (at the model's rate) framed so far: where the next row starts."""
+
+    def push(self, samples: Samples, *, last: bool = False) -> Samples:
+        """The rows ``[n, context + chunk]`` that ``samples`` complete (``last``: the stream ends, the rest is
+        zero-padded into a final row); possibly none."""
+        if self._resampler is not None:
+            samples = self._resampler.resample_chunk(samples, last=last)
+        samples = np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False)
+        pending = np.concatenate([self._pending, samples])
+        count = len(pending) // self.chunk
+        if last and len(pending) % self.chunk:
+            count += 1
+            pending = np.concatenate([pending, np.zeros(count * self.chunk - len(pending), dtype=np.float32)])
+        context = len(self._context)
+        rows = np.zeros((count, context + self.chunk), dtype=np.float32)
+        for i in range(count):
+            rows[i, :context] = self._context
+            rows[i, context:] = pending[i * self.chunk : (i + 1) * self.chunk]
+            if context:
+                self._context = rows[i, -context:].copy()
+        self._pending = pending[count * self.chunk :].copy()
+        self.framed += count * self.chunk
+        return rows
+
+
 def chunk(samples: Samples, chunk: int = 512, context: int = 64) -> Samples:
     """silero's framing, ``[n, context + chunk]``: row ``i`` is the last ``context`` samples of chunk ``i - 1``
     (zeros for the first) then chunk ``i``; the last chunk is zero-padded (``OnnxWrapper.__call__`` over

@@ -14,7 +14,13 @@ import msgspec
 
 from natriton.profiles import ModelProfile, RawProfile, TensorSpec
 from natriton_client.protocol import (
+    AudioChunk,
+    AudioChunkAck,
+    AudioEvent,
     AudioInput,
+    AudioStreamEnded,
+    AudioStreamState,
+    AudioStreamStateRequest,
     Batch,
     Classification,
     ClassScore,
@@ -32,15 +38,24 @@ from natriton_client.protocol import (
     RawOutputs,
     Reply,
     Result,
+    SpeechEnded,
     SpeechSegment,
     SpeechSegments,
+    SpeechStarted,
     Tensor,
     TensorInput,
     TextInput,
+    VoiceActivity,
 )
 
 __all__ = [
+    "AudioChunk",
+    "AudioChunkAck",
+    "AudioEvent",
     "AudioInput",
+    "AudioStreamEnded",
+    "AudioStreamState",
+    "AudioStreamStateRequest",
     "Batch",
     "CacheEntry",
     "ClassScore",
@@ -71,8 +86,10 @@ __all__ = [
     "Result",
     "RoutePolicy",
     "SourceState",
+    "SpeechEnded",
     "SpeechSegment",
     "SpeechSegments",
+    "SpeechStarted",
     "StreamControl",
     "StreamControlAnswer",
     "StreamControlReply",
@@ -85,6 +102,7 @@ __all__ = [
     "TensorSpec",
     "TextInput",
     "VersionState",
+    "VoiceActivity",
 ]
 
 _STRUCT_OPTIONS: Final[dict[str, Any]] = {"frozen": True, "kw_only": True, "tag_field": "type"}
@@ -108,6 +126,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     """Size of the original image (set by preprocess; detection boxes are scaled back to it)."""
     audio_samples: int = 0
     """Length of the audio at the model's sample rate (set by preprocess; speech segments end within it)."""
+    sequence: str = ""
+    """The live audio stream a run of chunks belongs to (set by its owner): its answer is the model's raw outputs
+    (the probabilities and the next state), not speech segments."""
 
 
 class PreprocessTask(msgspec.Struct, tag="preprocess_task", **_STRUCT_OPTIONS):

@@ -401,6 +401,7 @@ class ServiceRuntime:
         self.readiness_checks: list[ReadinessCheck] = []
         """The app's own conditions for ``/readyz`` (each '' when fine, else a short reason)."""
         self.app_started = False
+        self._beating_since = 0.0
         """Set by the process runner once the app has started (catalog loaded, endpoints added)."""
         self._heartbeat: asyncio.Task[None] | None = None
         self.outbox = wirebatch.Outbox(
@@ -641,15 +642,16 @@ class ServiceRuntime:
             interval_ms=round(self.settings.heartbeat_interval_s * 1000),
             dead_after_ms=round(self.settings.heartbeat_dead_after_s * 1000),
             leaving=leaving,
+            up_ms=round((time.monotonic() - self._beating_since) * 1000) if self._beating_since else 0,
         )
 
     async def _beat_forever(self) -> None:
         subject = heartbeat_subject(self.name)
-        body = _HEARTBEATS.encode(self.heartbeat())
+        self._beating_since = time.monotonic()
         while True:
             if self.nc.is_connected:
                 with contextlib.suppress(Exception):
-                    await self.nc.publish(subject, body)
+                    await self.nc.publish(subject, _HEARTBEATS.encode(self.heartbeat()))
             await asyncio.sleep(self.settings.heartbeat_interval_s)
 
     async def _stop_heartbeat(self) -> None:

@@ -8,14 +8,26 @@ from __future__ import annotations
 from typing import Final
 
 from natriton_client.protocol import (
+    AUDIO_CHUNKS_PREFIX,
+    AUDIO_EVENTS_PREFIX,
+    AUDIO_STATE_PREFIX,
     INFER_SUBJECT,
     INGEST_HEARTBEAT_SUBJECT,
     RESULTS_PREFIX,
     SUBJECT_PREFIX,
+    audio_events_subject,
     results_subject,
 )
 
-__all__ = ["INFER", "RESULTS_PREFIX", "results_subject"]
+__all__ = [
+    "AUDIO_CHUNKS_PREFIX",
+    "AUDIO_EVENTS_PREFIX",
+    "AUDIO_STATE_PREFIX",
+    "INFER",
+    "RESULTS_PREFIX",
+    "audio_events_subject",
+    "results_subject",
+]
 
 PREFIX: Final = SUBJECT_PREFIX
 INFER: Final = INFER_SUBJECT

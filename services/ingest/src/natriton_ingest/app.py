@@ -29,6 +29,7 @@ from natriton import subjects, wirebatch
 from natriton.cache import NearCache, ResultCache, cache_key
 from natriton.catalog import ModelCatalog, RouteTable
 from natriton.claimcheck import FrameStore, frame_key
+from natriton.envelope import Envelope
 from natriton.errors import ErrorCode, MeshError, invalid_argument
 from natriton.frames import ensure_stream
 from natriton.messages import (
@@ -39,11 +40,13 @@ from natriton.messages import (
     FrameRef,
     FrameTask,
     ImageInput,
+    InferRequest,
     InferResponse,
     InferTask,
     Job,
     ModelInfo,
     PreprocessTask,
+    RawOutputs,
     Reply,
     TensorInput,
 )
@@ -52,8 +55,10 @@ from natriton.pipeline import REPLY_CODEC, error_reply, next_hop_headers
 from natriton.profiles import VadProfile, audio_only
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton.streams import open_registry
+from natriton.tensors import to_array, to_tensor
 from natriton_client.liveness import HeartbeatWatch, Peer
-from natriton_client.protocol import FrameResult, is_subject_token, one_line
+from natriton_client.protocol import INGEST_HEARTBEAT_SUBJECT, FrameResult, is_subject_token, one_line
+from natriton_ingest.audio_streams import AudioStreams
 from natriton_ingest.cameras import CameraContext, CameraLimits, CameraManager, CameraWorker
 from natriton_ingest.live import LiveView
 from natriton_ingest.logic import Admitted, admit, answer_subject, request_id_of, wants_json
@@ -118,6 +123,19 @@ class IngestApp:
         )
         """Which copies of preprocess, router and postprocess are alive (their heartbeats)."""
         self.copies_lost: Counter[str] = Counter()
+        self.ingest_copies = HeartbeatWatch(INGEST_HEARTBEAT_SUBJECT, on_lost=lambda dead: None)
+        """Which ingest copies are alive (this one too), and for how long: live audio streams are shared out among
+        those that have settled."""
+        self.audio = AudioStreams(
+            runtime,
+            lambda model: self.catalog.require(model, "")[0],
+            self.run_audio_chunks,
+            self.audio_owners,
+            idle_s=settings.audio_idle_s,
+            max_bytes=settings.max_payload_bytes,
+            max_duration_s=settings.audio_piece_max_s,
+        )
+        """The live audio streams this copy owns (:mod:`natriton_ingest.audio_streams`)."""
         self.tenants = TenantGate(parse_limits(settings.tenant_limits))
         self._sequence = itertools.count()
         """Mesh ids are this copy's unique instance id plus a sequence number (cheaper than a random UUID)."""
@@ -133,11 +151,13 @@ class IngestApp:
 
     async def start(self) -> None:
         await self.stages.start(self.runtime.nc)
+        await self.ingest_copies.start(self.runtime.nc)
         self.runtime.spawn(self._refuse_stranded_once_settled())
         if self.settings.audit:
             await ensure_stream(self.runtime.nc.jetstream(), self.audit_stream_config(), self.settings.audit_replicas)
         await self.catalog.start(self.runtime.nc)
         await self.routes.start(self.runtime.nc)
+        await self.audio.start()
         await self.runtime.subscribe(self.reply_subject, self.on_reply)
         self.runtime.stats_extension = self.stats
         self.runtime.metrics_extension = self.metrics
@@ -204,6 +224,8 @@ class IngestApp:
         self.pending.pop(mesh_id, None)
 
     async def stop(self) -> None:
+        await self.audio.stop()
+        await self.ingest_copies.stop()
         await self.live.close()  # recordings keep what they have
         if self.cameras is not None:
             await self.cameras.stop()
@@ -260,6 +282,7 @@ class IngestApp:
             live.add_metric([stage], self.stages.live(stage))
             lost.add_metric([stage], self.copies_lost[stage])
         metrics.extend((live, lost))
+        metrics.extend(self.audio.metrics())
         if self.cameras is not None:
             metrics.extend(self.cameras.metrics())
         return metrics
@@ -375,6 +398,41 @@ class IngestApp:
                 return _raise_if_error(msgspec.structs.replace(shared, request_id=admitted.request_id)), "miss"
         job = Job(model=info.name, version=version, task=info.task, top_k=request.top_k, cache_key=key)
         return await self._lead(admitted, key, PreprocessTask(job=job, input=request.input)), "miss"
+
+    # ------------------------------------------------------------------ live audio streams
+    def audio_owners(self) -> list[str]:
+        """The ingest copies among which live audio streams are shared out: those up for a heartbeat silence
+        (each says how long in its heartbeats, so every copy reaches the same list), else (all just started)
+        every live one and this one."""
+        liveness = self.ingest_copies.liveness
+        settled = liveness.instances("ingest", up_for_s=self.settings.heartbeat_dead_after_s, now_s=time.monotonic())
+        return settled or sorted({*liveness.instances("ingest"), self.runtime.instance_id})
+
+    async def run_audio_chunks(
+        self, stream: str, info: ModelInfo, chunks: npt.NDArray[np.float32], state: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """One run of a live stream's chunks through router and postprocess with the stream's state; the speech
+        probability of each chunk and the state after the last (sent again like any request if a copy dies)."""
+        assert isinstance(info.profile, VadProfile)
+        profile = info.profile
+        tensors = (to_tensor(profile.audio_input, chunks), to_tensor(profile.state_input, state))
+        job = Job(model=info.name, version="", task=info.task, sequence=stream)
+        envelope = Envelope(
+            mesh_id=self.new_mesh_id(),
+            request_id=f"audio:{stream}",
+            deadline_ms=int(h.now_ms() + self.settings.audio_run_timeout_s * 1000),
+            reply_to=self.reply_subject,
+        )
+        request = InferRequest(model=info.name, input=TensorInput(tensors=tensors), use_cache=False)
+        reply = await self._through_pipeline(
+            Admitted(request, envelope, json=False), PreprocessTask(job=job, input=request.input)
+        )
+        result = reply.result if isinstance(reply, InferResponse) else None
+        if not isinstance(result, RawOutputs):
+            raise MeshError(ErrorCode.INTERNAL, f"a live audio run came back as {type(result).__name__}")
+        outputs = {t.name: to_array(t) for t in result.tensors}
+        probabilities = np.asarray(outputs[profile.probability_output], dtype=np.float32).reshape(-1)
+        return probabilities, np.asarray(outputs[profile.state_output], dtype=np.float32)
 
     def _cache_version(self, info: ModelInfo, version: str) -> str:
         """The version part of the cache key: the named version, or the latest plus the routing policy's

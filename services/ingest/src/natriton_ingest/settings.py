@@ -13,6 +13,12 @@ from natriton_ingest.tenants import parse_limits
 class Settings(CommonSettings, frozen=True, kw_only=True):
     """Front-door limits and defaults."""
 
+    audio_idle_s: float = 10.0
+    """A live audio stream without a chunk for this long is ended (its last speech closed, its state freed)."""
+    audio_piece_max_s: float = 60.0
+    """Longest piece of a live audio stream (``payload_too_large`` above)."""
+    audio_run_timeout_s: float = 10.0
+    """Deadline of one run of a live stream's chunks through the pipeline (the piece is lost after it, counted)."""
     max_payload_bytes: int = 4 * 1024 * 1024
     """Requests bigger than this are refused with ``payload_too_large`` (keep below NATS max_payload)."""
     default_timeout_ms: int = 10_000

@@ -108,6 +108,8 @@ def to_result(info: ModelInfo, outputs: tuple[Tensor, ...], job: Job) -> Result:
     if not outputs:
         raise MeshError(ErrorCode.INTERNAL, f"model {info.name!r} returned no outputs")
     if isinstance(info.profile, VadProfile):  # one sequence of chunks: one answer, not one per chunk
+        if job.sequence:  # a live stream's owner keeps its state and tracks its speech itself
+            return RawOutputs(tensors=outputs)
         return speech_result(info, info.profile, outputs, job)
     if isinstance(info.profile, RawProfile) and all(t.shape[:1] == (1,) for t in outputs):
         return RawOutputs(tensors=outputs)  # one item: the outputs as Triton returned them, no copy

@@ -40,6 +40,8 @@ class Peer:
     last_seen_s: float
     """``time.monotonic()`` of its latest heartbeat."""
     dead_after_s: float
+    up_s: float = 0.0
+    """How long it had been beating at its latest heartbeat (``up_ms``)."""
 
 
 class Liveness:
@@ -59,7 +61,8 @@ class Liveness:
         if beat.leaving:
             self.peers.pop(key, None)
         else:
-            self.peers[key] = Peer(beat.service, beat.instance, beat.boot, now_s, max(beat.dead_after_ms, 1) / 1000)
+            dead_after = max(beat.dead_after_ms, 1) / 1000
+            self.peers[key] = Peer(beat.service, beat.instance, beat.boot, now_s, dead_after, beat.up_ms / 1000)
         return lost
 
     def sweep(self, now_s: float) -> list[Peer]:
@@ -78,6 +81,14 @@ class Liveness:
     def heard_since(self, service: str, since_s: float) -> bool:
         """Whether a copy of ``service`` sent a heartbeat after ``since_s``."""
         return any(p.last_seen_s > since_s for (s, _), p in self.peers.items() if s == service)
+
+    def instances(self, service: str, *, up_for_s: float = 0.0, now_s: float = 0.0) -> list[str]:
+        """The live instances of ``service``; with ``up_for_s``, only those up (beating) at least that long."""
+        return [
+            p.instance
+            for (s, _), p in self.peers.items()
+            if s == service and p.up_s + max(0.0, now_s - p.last_seen_s) >= up_for_s
+        ]
 
     def live(self, service: str) -> int:
         """Copies of ``service`` heard from within their ``dead_after``."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import Any, Final, Generic, TypeAlias, TypeVar
+from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar
 
 import msgspec
 
@@ -428,6 +428,112 @@ CameraEvent: TypeAlias = TrackAppeared | TrackLeft | TrackCount
 
 
 # --------------------------------------------------------------------------------------------
+# Live audio: a producer streams chunks of one stream; speech events come back on the stream's subject
+# --------------------------------------------------------------------------------------------
+AUDIO_CHUNKS_PREFIX: Final = f"{SUBJECT_PREFIX}.audio.chunks"
+"""``natriton.v1.audio.chunks.<stream>``: the producer publishes the stream's :class:`AudioChunk` here, in order."""
+AUDIO_EVENTS_PREFIX: Final = f"{SUBJECT_PREFIX}.audio.events"
+"""``natriton.v1.audio.events.<stream>``: :class:`VoiceActivity`, :class:`SpeechStarted`, :class:`SpeechEnded` and
+:class:`AudioStreamEnded` of the stream, in order."""
+AUDIO_STATE_PREFIX: Final = f"{SUBJECT_PREFIX}.audio.state"
+"""``natriton.v1.audio.state.<stream>``: a request here (any body) is answered with the stream's
+:class:`AudioStreamState` (or a ``not_found`` :class:`ErrorReply`)."""
+
+
+def audio_chunks_subject(stream: str) -> str:
+    """Where a producer publishes the chunks of ``stream`` (a subject token: letters, digits, ``_`` and ``-``)."""
+    return f"{AUDIO_CHUNKS_PREFIX}.{stream}"
+
+
+def audio_events_subject(stream: str) -> str:
+    """Where the mesh publishes the speech events of ``stream``."""
+    return f"{AUDIO_EVENTS_PREFIX}.{stream}"
+
+
+def audio_state_subject(stream: str) -> str:
+    """Where the state of ``stream`` is asked for."""
+    return f"{AUDIO_STATE_PREFIX}.{stream}"
+
+
+class AudioChunk(msgspec.Struct, tag="audio_chunk", **_STRUCT_OPTIONS):
+    """The next piece of a live audio stream: ``seq`` counts from 0 without gaps (pieces that arrive out of order
+    are put back in order); any length, any of :class:`AudioInput`'s forms, the same sample rate throughout.
+    ``end`` closes the stream (its last speech is ended and its state freed)."""
+
+    seq: int
+    audio: AudioInput
+    model: str = "silero_vad"
+    end: bool = False
+
+
+class AudioChunkAck(msgspec.Struct, tag="audio_chunk_ack", **_STRUCT_OPTIONS):
+    """The answer to a chunk published with a reply subject: taken (its speech events follow on the stream's
+    events subject)."""
+
+    stream: str
+    seq: int
+
+
+class VoiceActivity(msgspec.Struct, tag="voice_activity", **_STRUCT_OPTIONS):
+    """The speech probability of each 32 ms model chunk that a piece of the stream completed, the first starting at
+    ``start_s`` seconds into the stream (``chunk_s`` apart)."""
+
+    stream: str
+    seq: int
+    start_s: float
+    chunk_s: float
+    probabilities: tuple[float, ...]
+
+
+class SpeechStarted(msgspec.Struct, tag="speech_start", **_STRUCT_OPTIONS):
+    """Speech began at ``time_s`` seconds into the stream (sent once it is sure: ~0.25 s later)."""
+
+    stream: str
+    time_s: float
+    confidence: float
+
+
+class SpeechEnded(msgspec.Struct, tag="speech_end", **_STRUCT_OPTIONS):
+    """Speech ended at ``time_s``; ``confidence`` is the segment's highest speech probability."""
+
+    stream: str
+    time_s: float
+    confidence: float
+
+
+class AudioStreamEnded(msgspec.Struct, tag="audio_stream_ended", **_STRUCT_OPTIONS):
+    """The stream's state was freed: ``end`` (the producer said so), ``quiet`` (no chunk for a while) or ``moved``
+    (another ingest copy owns it now: after a copy joined or died, it starts from a fresh state)."""
+
+    stream: str
+    reason: Literal["end", "quiet", "moved"]
+    time_s: float
+
+
+AudioEvent: TypeAlias = VoiceActivity | SpeechStarted | SpeechEnded | AudioStreamEnded
+AudioChunkAnswer: TypeAlias = AudioChunkAck | ErrorReply
+
+
+class AudioStreamState(msgspec.Struct, tag="audio_stream_state", **_STRUCT_OPTIONS):
+    """Where a live stream stands: its owner (an ingest instance), the next ``seq`` it waits for, seconds of
+    audio done, whether speech is going on, and how many pieces wait for a missing one."""
+
+    stream: str
+    owner: str
+    next_seq: int
+    time_s: float
+    speaking: bool
+    waiting: int = 0
+
+
+AudioStreamStateAnswer: TypeAlias = AudioStreamState | ErrorReply
+
+
+class AudioStreamStateRequest(msgspec.Struct, tag="audio_stream_state_request", **_STRUCT_OPTIONS):
+    """Asks where a live audio stream stands (its subject names the stream; an empty body asks the same)."""
+
+
+# --------------------------------------------------------------------------------------------
 # Liveness: every running copy of ingest says so a few times a second
 # --------------------------------------------------------------------------------------------
 INGEST_HEARTBEAT_SUBJECT: Final = f"{SUBJECT_PREFIX}.heartbeat.ingest"
@@ -450,6 +556,8 @@ class Heartbeat(msgspec.Struct, tag="heartbeat", **_STRUCT_OPTIONS):
     interval_ms: int
     dead_after_ms: int
     leaving: bool = False
+    up_ms: int = 0
+    """How long the copy has been beating (copies agree from it on which of them have settled)."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,6 +45,9 @@ from natriton.subjects import (
     queue_group,
 )
 from natriton_client.protocol import (
+    AUDIO_CHUNKS_PREFIX,
+    AUDIO_EVENTS_PREFIX,
+    AUDIO_STATE_PREFIX,
     CAMERA_RESULTS_STREAM,
     DETECTIONS_PREFIX,
     EVENTS_PREFIX,
@@ -58,6 +61,11 @@ from natriton_client.protocol import (
     RESULTS_PREFIX,
     SHARED_RESULTS,
     SUBJECT_PREFIX,
+    AudioChunk,
+    AudioChunkAnswer,
+    AudioEvent,
+    AudioStreamStateAnswer,
+    AudioStreamStateRequest,
     CameraEvent,
     ErrorCode,
     ErrorReply,
@@ -176,6 +184,37 @@ SCHEMAS: Final[tuple[Published, ...]] = (
         StreamControlAnswer,
         "Natriton camera control answer",
         f"The answer on `{CONTROL_STREAMS}`: the outcome and the cameras concerned, or a typed error.",
+    ),
+    Published(
+        "audio_chunk",
+        AudioChunk,
+        "Natriton live audio piece",
+        f"The next piece of a live audio stream, published on `{AUDIO_CHUNKS_PREFIX}.<stream>` in `seq` order "
+        "(fire-and-forget, or request/reply for an acknowledgement).",
+    ),
+    Published(
+        "audio_chunk_answer",
+        AudioChunkAnswer,
+        "Natriton live audio piece answer",
+        "The answer to a piece published with a reply subject: taken, or a typed error (in the piece's encoding).",
+    ),
+    Published(
+        "audio_event",
+        AudioEvent,
+        "Natriton live audio event",
+        f"Speech probabilities, speech starting and ending, and the stream's end, on `{AUDIO_EVENTS_PREFIX}.<stream>`.",
+    ),
+    Published(
+        "audio_stream_state_request",
+        AudioStreamStateRequest,
+        "Natriton live audio stream state request",
+        f"A request on `{AUDIO_STATE_PREFIX}.<stream>` (request/reply; an empty body asks the same).",
+    ),
+    Published(
+        "audio_stream_state_answer",
+        AudioStreamStateAnswer,
+        "Natriton live audio stream state",
+        f"The answer to a request on `{AUDIO_STATE_PREFIX}.<stream>`: where the stream stands, or `not_found`.",
     ),
 )
 
@@ -517,6 +556,11 @@ def _control_headers(cls: type, content_type: str) -> dict[str, Any]:
     return headers_schema(names, content_type, required=names)
 
 
+def _content_type_only(cls: type, content_type: str) -> dict[str, Any]:
+    """An answer in the encoding of what it answers."""
+    return headers_schema((Header.CONTENT_TYPE,), content_type, required=(Header.CONTENT_TYPE,))
+
+
 def _no_headers(cls: type, content_type: str) -> None:
     return None
 
@@ -553,6 +597,12 @@ def asyncapi_document() -> dict[str, Any]:
     statuses = _messages(by_name["stream_status"], classes, ["json"], _no_headers)
     stream_requests = _messages(by_name["stream_control"], classes, both, _no_headers)
     stream_answers = _messages(by_name["stream_control_answer"], classes, both, _control_headers, "stream_control.")
+    audio_chunks = _messages(by_name["audio_chunk"], classes, both, _no_headers)
+    audio_answers = _messages(by_name["audio_chunk_answer"], classes, both, _content_type_only, "audio_chunk.")
+    audio_events = _messages(by_name["audio_event"], classes, ["msgpack"], _no_headers)
+    audio_states = _messages(by_name["audio_stream_state_answer"], classes, ["msgpack"], _no_headers, "audio_state.")
+    audio_state_requests = _messages(by_name["audio_stream_state_request"], classes, ["msgpack"], _no_headers)
+    stream_parameter = {"description": "The audio stream id: 1 to 64 of `A-Z a-z 0-9 _ -`."}
     camera_parameter = {"description": "The camera id: 1 to 64 of `A-Z a-z 0-9 _ -`."}
     model_parameter = {"description": "The model name, e.g. `mobilenet_v2`."}
     ingest_queue = {"nats": {"queue": queue_group("ingest"), "bindingVersion": "0.1.0"}}
@@ -657,6 +707,38 @@ def asyncapi_document() -> dict[str, Any]:
             "parameters": {"camera": camera_parameter},
             "messages": _refs(sources),
         },
+        "audioChunks": {
+            "address": f"{AUDIO_CHUNKS_PREFIX}.{{stream}}",
+            "title": "A live audio stream's pieces",
+            "description": "Every ingest copy hears every piece; the stream's owner (one copy) takes it. Pieces are "
+            "put back in `seq` order; `end` closes the stream.",
+            "parameters": {"stream": stream_parameter},
+            "messages": _refs(audio_chunks),
+        },
+        "audioChunkInbox": {
+            "address": None,
+            "title": "The piece's reply subject",
+            "messages": _refs(audio_answers),
+        },
+        "audioEvents": {
+            "address": f"{AUDIO_EVENTS_PREFIX}.{{stream}}",
+            "title": "A live audio stream's events",
+            "description": "In order: speech probabilities per piece, speech starting and ending, the stream's end.",
+            "parameters": {"stream": stream_parameter},
+            "messages": _refs(audio_events),
+        },
+        "audioState": {
+            "address": f"{AUDIO_STATE_PREFIX}.{{stream}}",
+            "title": "Ask where a live audio stream stands",
+            "description": "A request with any body; the stream's owner answers.",
+            "parameters": {"stream": stream_parameter},
+            "messages": _refs(audio_state_requests),
+        },
+        "audioStateInbox": {
+            "address": None,
+            "title": "The state request's reply subject",
+            "messages": _refs(audio_states),
+        },
         "streamStatus": {
             "address": f"$KV.{STREAM_STATUS_BUCKET}.{{camera}}",
             "title": f"Camera status (NATS KV bucket {STREAM_STATUS_BUCKET})",
@@ -739,6 +821,32 @@ def asyncapi_document() -> dict[str, Any]:
                 "messages": _refs(stream_answers, "streamControlInbox"),
             },
         },
+        "receiveAudioChunk": {
+            "action": "receive",
+            "channel": {"$ref": "#/channels/audioChunks"},
+            "title": "The stream's owner takes its pieces",
+            "messages": _refs(audio_chunks, "audioChunks"),
+            "reply": {
+                "channel": {"$ref": "#/channels/audioChunkInbox"},
+                "messages": _refs(audio_answers, "audioChunkInbox"),
+            },
+        },
+        "publishAudioEvent": {
+            "action": "send",
+            "channel": {"$ref": "#/channels/audioEvents"},
+            "title": "The stream's owner publishes its events",
+            "messages": _refs(audio_events, "audioEvents"),
+        },
+        "answerAudioState": {
+            "action": "receive",
+            "channel": {"$ref": "#/channels/audioState"},
+            "title": "The stream's owner says where it stands (request/reply)",
+            "messages": _refs(audio_state_requests, "audioState"),
+            "reply": {
+                "channel": {"$ref": "#/channels/audioStateInbox"},
+                "messages": _refs(audio_states, "audioStateInbox"),
+            },
+        },
         "watchStreamSources": {
             "action": "receive",
             "channel": {"$ref": "#/channels/streamSources"},
@@ -798,6 +906,11 @@ def asyncapi_document() -> dict[str, Any]:
                     *statuses,
                     *stream_requests,
                     *stream_answers,
+                    *audio_chunks,
+                    *audio_answers,
+                    *audio_events,
+                    *audio_states,
+                    *audio_state_requests,
                 ]
             },
         },
