@@ -30,7 +30,15 @@ from pathlib import Path
 
 from natriton import deadletters, subjects
 from natriton.frames import FRAMES_PREFIX, STREAM_NAMES
-from natriton_client.protocol import CAMERA_RESULTS_STREAM, DETECTIONS_PREFIX, EVENTS_PREFIX, INGEST_HEARTBEAT_SUBJECT
+from natriton_client.protocol import (
+    AUDIO_CHUNKS_PREFIX,
+    AUDIO_EVENTS_PREFIX,
+    AUDIO_STATE_PREFIX,
+    CAMERA_RESULTS_STREAM,
+    DETECTIONS_PREFIX,
+    EVENTS_PREFIX,
+    INGEST_HEARTBEAT_SUBJECT,
+)
 
 HERE = Path(__file__).resolve().parent
 OUTPUT = HERE / "accounts.conf"
@@ -133,6 +141,7 @@ def mesh_roles() -> list[Role]:
             results,
             f"{DETECTIONS_PREFIX}.>",
             f"{EVENTS_PREFIX}.>",
+            f"{AUDIO_EVENTS_PREFIX}.>",  # live audio streams' events (their owner)
             frames,
             INGEST_HEARTBEAT_SUBJECT,
             *stream_read(kv(subjects.MODELS_BUCKET)),
@@ -150,6 +159,9 @@ def mesh_roles() -> list[Role]:
             f"{subjects.CONTROL_STREAMS} {subjects.queue_group('ingest')}",
             replies,
             subjects.STAGE_HEARTBEATS,
+            INGEST_HEARTBEAT_SUBJECT,  # the other ingest copies: who owns which live audio stream
+            f"{AUDIO_CHUNKS_PREFIX}.*",  # every copy hears every piece (no queue group); the owner takes it
+            f"{AUDIO_STATE_PREFIX}.*",
             *_micro(),
         ],
     )
@@ -215,8 +227,16 @@ def mesh_roles() -> list[Role]:
             f"$KV.{subjects.ROUTES_BUCKET}.>",
             f"$KV.{subjects.STREAMS_BUCKET}.>",
             frames,  # natriton deadletters replay
+            f"{AUDIO_CHUNKS_PREFIX}.>",
+            f"{AUDIO_STATE_PREFIX}.>",
         ],
-        subscribe=[results, f"{DETECTIONS_PREFIX}.>", f"{EVENTS_PREFIX}.>", INGEST_HEARTBEAT_SUBJECT],
+        subscribe=[
+            results,
+            f"{DETECTIONS_PREFIX}.>",
+            f"{EVENTS_PREFIX}.>",
+            f"{AUDIO_EVENTS_PREFIX}.>",
+            INGEST_HEARTBEAT_SUBJECT,
+        ],
         responses=False,
     )
     roles = [ingest, preprocess, router, postprocess, operator]

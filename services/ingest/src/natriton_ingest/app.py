@@ -134,6 +134,7 @@ class IngestApp:
             idle_s=settings.audio_idle_s,
             max_bytes=settings.max_payload_bytes,
             max_duration_s=settings.audio_piece_max_s,
+            max_streams=settings.audio_max_streams,
         )
         """The live audio streams this copy owns (:mod:`natriton_ingest.audio_streams`)."""
         self.tenants = TenantGate(parse_limits(settings.tenant_limits))

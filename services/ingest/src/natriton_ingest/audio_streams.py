@@ -64,7 +64,9 @@ STATES: Final[Codec[AudioStreamState]] = Codec(AudioStreamState)
 ERRORS: Final[Codec[ErrorReply]] = Codec(ErrorReply)
 EndReason = Literal["end", "quiet", "moved"]
 MAX_WAITING: Final = 64
-"""Pieces kept while one before them is missing; more: the missing one is given up (counted) and the stream goes on."""
+"""Pieces kept while one before them is missing; more (or more than ``MAX_WAITING_S`` of audio): the missing one is
+given up (counted) and the stream goes on."""
+MAX_WAITING_S: Final = 10.0
 
 RunChunks = Callable[[str, ModelInfo, npt.NDArray[np.float32], npt.NDArray[np.float32]], Awaitable[tuple[
     npt.NDArray[np.float32], npt.NDArray[np.float32]]]]  # fmt: skip
@@ -99,6 +101,11 @@ class LiveStream:
     speaking: bool = False
 
     @property
+    def waiting_s(self) -> float:
+        """Seconds of audio held back for a missing piece."""
+        return sum(len(audio.samples) / audio.sample_rate for _, audio in self.waiting.values())
+
+    @property
     def time_s(self) -> float:
         """Seconds of the stream framed so far."""
         return (self.framer.framed if self.framer else 0) / self.profile.sample_rate
@@ -117,6 +124,7 @@ class AudioStreams:
         idle_s: float,
         max_bytes: int,
         max_duration_s: float,
+        max_streams: int,
     ) -> None:
         self.runtime = runtime
         self.models = models
@@ -126,6 +134,7 @@ class AudioStreams:
         self.idle_s = idle_s
         self.max_bytes = max_bytes
         self.max_duration_s = max_duration_s
+        self.max_streams = max_streams
         self.streams: dict[str, LiveStream] = {}
         self.counts: Counter[str] = Counter()
         self._sweeper: asyncio.Task[None] | None = None
@@ -169,7 +178,7 @@ class AudioStreams:
             else:
                 stream.waiting[chunk.seq] = (chunk, self._decode(chunk, stream))
             stream.last_heard_s = time.monotonic()
-            if len(stream.waiting) > MAX_WAITING:  # the piece missing before them is not coming
+            if len(stream.waiting) > MAX_WAITING or stream.waiting_s > MAX_WAITING_S:  # the missing one is not coming
                 self.counts["gaps"] += 1
                 stream.next_seq = min(stream.waiting)
             if stream.worker is None or stream.worker.done():
@@ -183,6 +192,10 @@ class AudioStreams:
             await self._refuse(msg, exc, json)
 
     def _open(self, name: str, chunk: AudioChunk) -> LiveStream:
+        if len(self.streams) >= self.max_streams:
+            raise MeshError(
+                ErrorCode.OVERLOADED, f"this ingest copy owns {len(self.streams)} live audio streams (its limit)"
+            )
         info = self.models(chunk.model)
         if not isinstance(info.profile, VadProfile):
             raise invalid_argument(f"model {info.name!r} ({info.task}) does not take audio streams")

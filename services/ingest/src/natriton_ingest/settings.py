@@ -17,6 +17,8 @@ class Settings(CommonSettings, frozen=True, kw_only=True):
     """A live audio stream without a chunk for this long is ended (its last speech closed, its state freed)."""
     audio_piece_max_s: float = 60.0
     """Longest piece of a live audio stream (``payload_too_large`` above)."""
+    audio_max_streams: int = 1000
+    """Live audio streams one copy owns at most; a new one beyond is refused (``overloaded``)."""
     audio_run_timeout_s: float = 10.0
     """Deadline of one run of a live stream's chunks through the pipeline (the piece is lost after it, counted)."""
     max_payload_bytes: int = 4 * 1024 * 1024
@@ -93,6 +95,8 @@ class Settings(CommonSettings, frozen=True, kw_only=True):
             raise ValueError("audit_max_age_days and audit_max_bytes must be positive, audit_replicas >= 0")
         if self.max_resends < 0:
             raise ValueError("max_resends must be >= 0")
+        if min(self.audio_idle_s, self.audio_piece_max_s, self.audio_run_timeout_s) <= 0 or self.audio_max_streams < 0:
+            raise ValueError("the audio_*_s settings must be > 0 and audio_max_streams >= 0")
         if self.max_payload_bytes < 1:
             raise ValueError("max_payload_bytes must be >= 1")
         if min(self.realtime_frames_in_flight, self.reliable_frames_in_flight) < 1 or self.max_cameras < 0:
