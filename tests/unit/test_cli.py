@@ -26,6 +26,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from natriton_client.protocol import (
+    AudioInput,
     Classification,
     ClassScore,
     Detection,
@@ -44,6 +45,7 @@ from natriton_dev.cli.common import (
     ERROR_EXIT_CODES,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
+    CliError,
     Output,
     connect_error_reason,
     resolve_nats_url,
@@ -490,6 +492,16 @@ def test_the_argument_is_an_image_file_or_text(tmp_path: Path) -> None:
     assert choose_payload(str(image), None, [], []).image == b"\xff\xd8jpeg"
     assert choose_payload("a sentence.", None, [], []).text == "a sentence."
     assert choose_payload(None, "explicit", [], []).text == "explicit"
+
+
+def test_an_audio_file_is_sent_as_audio(tmp_path: Path) -> None:
+    for name in ("talk.wav", "talk.FLAC", "talk.ogg"):
+        (tmp_path / name).write_bytes(b"RIFF....WAVE")
+        payload = choose_payload(str(tmp_path / name), None, [], [])
+        assert payload.image is None and payload.audio_input() == AudioInput(data=b"RIFF....WAVE")
+        assert payload.describe() == "audio (0 KB)"
+    with pytest.raises(CliError, match="no such file"):
+        choose_payload("missing.wav", None, [], [])
 
 
 @pytest.mark.parametrize(

@@ -272,7 +272,8 @@ def infer_command(
         str | None,
         typer.Argument(
             metavar="FILE|TEXT",
-            help="An image file (JPEG/PNG) to send as an image; anything else is sent as text.",
+            help="An image file (JPEG/PNG), or an audio file (.wav, .flac, .ogg) for speech models; anything else is "
+            "sent as text.",
             show_default=False,
         ),
     ] = None,
@@ -301,7 +302,7 @@ def infer_command(
 ) -> None:
     """Send one inference request and show the answer (or the typed error).
 
-    Classes, detections, an embedding summary or raw output tensors.
+    Classes, detections, an embedding summary, speech segments or raw output tensors.
 
     The request id is printed: `natriton trace ID` shows the request's hops. Exit status per typed error:
     invalid_argument 10, not_found 11, payload_too_large 12, deadline_exceeded 13, overloaded 14,
