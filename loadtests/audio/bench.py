@@ -27,7 +27,6 @@ import io
 import json
 import os
 import shlex
-import signal
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ import uvloop
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from loadtests import standalone
 from loadtests.audio import analysis
 from loadtests.runtime_choice.bench import machine_info
 from natriton.audio import chunk, decode_audio, to_model_rate
@@ -274,22 +274,9 @@ def write_reports(result: dict[str, Any], args: argparse.Namespace, *, json_too:
     """``<out-dir>/<name>.json`` (unless rebuilding from it), ``.md`` and ``.png``."""
     from loadtests.audio.report import markdown, plot
 
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    base = args.out_dir / args.name
-    if json_too:
-        base.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    base.with_suffix(".md").write_text(markdown(result, png=None if args.no_plot else f"{args.name}.png"))
-    if not args.no_plot:
-        plot(result, base.with_suffix(".png"))
-    if not args.quiet:
-        print(f"wrote {base}.json/.md{'' if args.no_plot else '/.png'} ({result['elapsed_s']} s run)", flush=True)
-    return result
+    return standalone.write_reports(result, args, markdown, plot, json_too=json_too)
 
 
 def run_cli() -> None:
     """Entry point of ``python -m loadtests.audio``."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks (stop servers) on SIGTERM
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit("interrupted: every child process was stopped, no results written")
+    standalone.run_cli(main)

@@ -26,7 +26,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ import numpy as np
 import uvloop
 from nats.aio.client import Client
 
+from loadtests import standalone
 from loadtests.runtime_choice.bench import machine_info
 from natriton_dev.process import ManagedProcess
 from natriton_dev.servers import NatsServer, RedisServer
@@ -558,22 +558,9 @@ def write_reports(result: dict[str, Any], args: argparse.Namespace, *, json_too:
     """``<out-dir>/<name>.json`` (unless rebuilding from it), ``.md`` and ``.png``."""
     from .report import markdown, plot
 
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    base = args.out_dir / args.name
-    if json_too:
-        base.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    base.with_suffix(".md").write_text(markdown(result, png=None if args.no_plot else f"{args.name}.png"))
-    if not args.no_plot:
-        plot(result, base.with_suffix(".png"))
-    if not args.quiet:
-        print(f"wrote {base}.json/.md{'' if args.no_plot else '/.png'} ({result['elapsed_s']} s run)", flush=True)
-    return result
+    return standalone.write_reports(result, args, markdown, plot, json_too=json_too)
 
 
 def run_cli() -> None:
     """Entry point of ``python -m loadtests.claim_check``."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks (stop servers) on SIGTERM
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit("interrupted: every child process was stopped, no results written")
+    standalone.run_cli(main)
