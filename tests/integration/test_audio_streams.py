@@ -39,6 +39,7 @@ from natriton.messages import (
 from natriton.tensors import to_tensor
 from natriton_client.protocol import audio_chunks_subject, audio_events_subject, audio_state_subject
 from natriton_dev.media import NOISE, VOICES, MediaUnavailableError, fetch_sounds
+from natriton_dev.mesh import ServiceProcess
 from natriton_dev.stack import LocalStack
 from tests.integration.conftest import model_repository_of
 
@@ -237,3 +238,51 @@ async def test_a_stream_can_be_asked_where_it_stands_and_ends_when_quiet(
     assert isinstance(ended, AudioStreamEnded) and ended.reason == "quiet", ended
     gone = STATES.decode((await nc.request(audio_state_subject("quiet"), b"", timeout=5)).data)
     assert isinstance(gone, ErrorReply) and gone.code == "not_found", gone
+
+
+def ingest_of(stack: LocalStack, instance: str) -> ServiceProcess:
+    """The ingest copy whose instance id is ``instance`` (its log says so)."""
+    [process] = [
+        p for p in stack.services if p.service == "ingest" and f'"instance": "{instance}"' in p.log_since_start()
+    ]
+    return process
+
+
+async def owner(nc: NATS, stream: str) -> str:
+    state = STATES.decode((await nc.request(audio_state_subject(stream), b"", timeout=5)).data)
+    assert isinstance(state, AudioStreamState), state
+    return state.owner
+
+
+async def test_a_stream_whose_owner_dies_goes_on_at_another_copy_from_a_fresh_state(
+    audio_stack: LocalStack, nc: NATS, pieces: dict[str, list[np.ndarray]]
+) -> None:
+    """kill -9 of the owning ingest copy: once the other copy notices (a heartbeat silence), it owns the stream and
+    takes its pieces from there on; the stream still ends normally."""
+    listener = Listener()
+    await listener.listen(nc, ["orphan"])
+    track = np.concatenate([pieces[name][i] for name in VOICES for i in range(len(pieces[name]))])
+    step = int(PIECE_S * 48_000)
+    parts = [track[i : i + step] for i in range(0, len(track) - step, step)][:60]
+    killed: ServiceProcess | None = None
+    try:
+        for seq, samples in enumerate(parts):
+            await nc.publish(audio_chunks_subject("orphan"), piece(samples, seq, end=seq == len(parts) - 1))
+            if seq == 10:
+                await asyncio.sleep(0.5)
+                first_owner = await owner(nc, "orphan")
+                killed = ingest_of(audio_stack, first_owner)
+                assert killed.pid is not None
+                os.kill(killed.pid, signal.SIGKILL)
+            await asyncio.sleep(0.1)
+        await listener.wait(20)
+        events = listener.events["orphan"]
+        assert isinstance(events[-1], AudioStreamEnded) and events[-1].reason == "end", events[-1]
+        after = [e.seq for e in events if isinstance(e, VoiceActivity) and e.seq > 30]
+        assert after and after == sorted(after), "the new owner took the later pieces, in order"
+    finally:
+        if killed is not None:
+            await asyncio.to_thread(killed.stop, 5.0)
+            await asyncio.to_thread(killed.start)
+            await asyncio.to_thread(killed.wait_ready, 60.0)
+            await asyncio.sleep(2.5)  # settled again: later tests see one owner per stream

@@ -215,8 +215,11 @@ class AudioStreams:
                 speech_pad_ms=profile.speech_pad_ms,
             ),
         )
+        # a stream starts at the first piece its owner gets: 0 for a new stream, later when this copy takes over a
+        # stream whose owner died or that moved here (it goes on from a fresh state; lower seqs count as duplicates)
+        stream.next_seq = chunk.seq
         self.streams[name] = stream
-        self.counts["streams_opened"] += 1
+        self.counts["streams_opened" if chunk.seq == 0 else "streams_taken_over"] += 1
         return stream
 
     async def _refuse(self, msg: Msg, error: MeshError, json: bool) -> None:
@@ -320,8 +323,8 @@ class AudioStreams:
         owned.add_metric([], len(self.streams))
         counts = counter(
             "natriton_ingest_audio",
-            "Live audio: streams_opened, streams_ended_<end|quiet|moved>, chunks (model chunks run), "
-            "refused_chunks, duplicate_chunks, gaps, failed_chunks_<code>.",
+            "Live audio: streams_opened, streams_taken_over, streams_ended_<end|quiet|moved>, chunks (model "
+            "chunks run), refused_chunks, duplicate_chunks, gaps, failed_chunks_<code>.",
             ["what"],
         )
         for what, n in sorted(self.counts.items()):
