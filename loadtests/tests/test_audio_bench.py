@@ -65,3 +65,32 @@ def test_the_report_shows_the_target_and_every_step(tmp_path: Path) -> None:
     assert "![piece latency by streams](audio_streams.png)" in text
     report.plot(_result(), tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_the_state_comparison_takes_medians_per_model_and_streams() -> None:
+    from loadtests.audio.sequence_batcher import markdown, summarise
+
+    rounds = [
+        {"model": model, "streams": 16, "chunks_per_s": rate, "p50_ms": 1.0, "p99_ms": p99}
+        for model, rate, p99 in (
+            ("vad_carried", 900.0, 9.0),
+            ("vad_carried", 1000.0, 8.0),
+            ("vad_carried", 1100.0, 7.0),
+            ("vad_sequence", 1900.0, 5.0),
+            ("vad_sequence", 2000.0, 4.0),
+            ("vad_sequence", 2100.0, 3.0),
+        )
+    ]
+    [row] = summarise(rounds)
+    assert (row["vad_carried"], row["vad_sequence"], row["carried_vs_sequence"]) == (1000.0, 2000.0, 0.5)
+    assert (row["vad_carried_p99_ms"], row["vad_sequence_p99_ms"]) == (8.0, 4.0)
+    result = {
+        "date": "d",
+        "elapsed_s": 1.0,
+        "command": "c",
+        "machine": {"cpu_model": "cpu", "cpu_count": 2, "python": "3.11"},
+        "settings": {"chunks": 200, "rounds": 3},
+        "max_probability_difference": 0.0,
+        "summary": [row],
+    }
+    assert "| 16 | 1,000 | 2,000 | 0.5x | 8.0 | 4.0 |" in markdown(result)
