@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import signal
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import pytest
 import pytest_asyncio
 import soundfile
 from nats.aio.client import Client as NATS
+from playwright.async_api import async_playwright
 
 from natriton.messages import (
     AudioChunk,
@@ -48,6 +51,7 @@ MODEL = "silero_vad"
 COPIES = {"ingest": 2, "router": 2}
 PIECE_S = 0.1
 IDLE_S = 3.0
+CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if Path(p).exists()), "")
 CHUNKS: Codec[AudioChunk] = Codec(AudioChunk)
 EVENTS: Codec[AudioEvent] = Codec(AudioEvent)  # type: ignore[arg-type]
 ANSWERS: Codec[AudioChunkAck | ErrorReply] = Codec(AudioChunkAck | ErrorReply)  # type: ignore[arg-type]
@@ -218,7 +222,7 @@ async def test_a_piece_is_acknowledged_or_refused_with_a_typed_error(
 
 
 async def test_a_stream_can_be_asked_where_it_stands_and_ends_when_quiet(
-    nc: NATS, pieces: dict[str, list[np.ndarray]]
+    audio_stack: LocalStack, nc: NATS, pieces: dict[str, list[np.ndarray]]
 ) -> None:
     listener = Listener()
     await listener.listen(nc, ["quiet"])
@@ -233,6 +237,10 @@ async def test_a_stream_can_be_asked_where_it_stands_and_ends_when_quiet(
             break
         await asyncio.sleep(0.1)
     assert state.next_seq == 6 and state.owner and state.time_s > 0.4, state
+    page = ingest_of(audio_stack, state.owner).metrics_url + "/streams.json"  # the owner's live page lists it
+    voices = json.loads(await asyncio.to_thread(lambda: urllib.request.urlopen(page, timeout=5).read()))["audio"]
+    [voice] = [v for v in voices if v["stream"] == "quiet"]
+    assert voice["next_seq"] == 6 and len(voice["recent"]) >= 15 and max(voice["recent"]) > 0.5, voice
     await listener.wait(IDLE_S + 5)
     ended = listener.events["quiet"][-1]
     assert isinstance(ended, AudioStreamEnded) and ended.reason == "quiet", ended
@@ -286,3 +294,42 @@ async def test_a_stream_whose_owner_dies_goes_on_at_another_copy_from_a_fresh_st
             await asyncio.to_thread(killed.start)
             await asyncio.to_thread(killed.wait_ready, 60.0)
             await asyncio.sleep(2.5)  # settled again: later tests see one owner per stream
+
+
+async def test_the_owners_live_page_shows_who_is_speaking(
+    audio_stack: LocalStack, nc: NATS, pieces: dict[str, list[np.ndarray]]
+) -> None:
+    """The owning ingest copy's /streams page draws the stream's speech probability and says when it is speaking."""
+    assert CHROMIUM, "Chromium is missing: make browser (apt-get install chromium)"
+    parts = [p for name in ("Front_Center.wav", "Rear_Left.wav", "Side_Left.wav") for p in pieces[name]]
+    await nc.publish(audio_chunks_subject("page"), piece(parts[0], 0, end=False))
+    await asyncio.sleep(0.3)
+    url = ingest_of(audio_stack, await owner(nc, "page")).metrics_url + "/streams"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--disable-gpu", "--disable-dev-shm-usage"]
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 600})
+            await page.goto(url, wait_until="domcontentloaded")
+
+            async def talk() -> None:
+                for seq, samples in enumerate(parts[1:], 1):
+                    await nc.publish(audio_chunks_subject("page"), piece(samples, seq, end=seq == len(parts) - 1))
+                    await asyncio.sleep(PIECE_S)
+
+            talking = asyncio.ensure_future(talk())
+            await page.wait_for_selector('.voice[data-stream="page"] .talk.on', timeout=15_000)
+            drawn = await page.evaluate(
+                """() => {
+                    const canvas = document.querySelector('.voice[data-stream="page"] canvas');
+                    const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+                    let green = 0;
+                    for (let i = 0; i < pixels.length; i += 4) if (pixels[i + 1] > 150 && pixels[i] < 100) green++;
+                    return green;
+                }"""
+            )
+            assert drawn > 50, "no speech bar drawn"
+            await talking
+        finally:
+            await browser.close()

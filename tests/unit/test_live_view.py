@@ -34,6 +34,7 @@ from natriton_ingest.live import (
     BOX_COLOUR,
     PAGE,
     STALE_PART_S,
+    AudioView,
     LiveView,
     Swept,
     annotate,
@@ -195,6 +196,11 @@ def test_streams_json_shape(tmp_path: Path) -> None:
     # a camera this copy stopped reading leaves the page, and its frames are forgotten
     del cameras["cam-2"]
     assert [c.camera for c in live.view().cameras] == ["cam-1"] and set(live.frames) == {"cam-1"}
+    # live audio streams this copy owns are on the page too
+    assert view["audio"] == []
+    live.audio_streams = lambda: [AudioView(stream="mic-1", time_s=1.5, speaking=True, next_seq=15, recent=[0.1, 0.9])]
+    [voice] = json.loads(asyncio.run(live.handle(Request.parse("GET", "/streams.json")))[2])["audio"]
+    assert voice == {"stream": "mic-1", "time_s": 1.5, "speaking": True, "next_seq": 15, "recent": [0.1, 0.9]}
 
 
 # ------------------------------------------------------------------ routes

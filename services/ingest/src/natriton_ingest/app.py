@@ -147,6 +147,7 @@ class IngestApp:
         self.cameras: CameraManager | None = None
         self.live = LiveView.from_settings(self.camera_workers, settings, owner=runtime.instance_id)
         """The live page (``/streams`` on the metrics port)."""
+        self.live.audio_streams = self.audio.views
         self.on_frame: Callable[[str, FrameResult, npt.NDArray[np.uint8]], None] | None = self.live.on_frame
         """Called with each camera result and its frame (the live page hooks in here)."""
 

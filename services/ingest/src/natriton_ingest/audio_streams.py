@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -54,6 +54,7 @@ from natriton.profiles import VadProfile
 from natriton.runtime import ServiceRuntime
 from natriton.streams import CAMERA_ID
 from natriton.tensors import to_array
+from natriton_ingest.live import AudioView
 from natriton_ingest.logic import wants_json
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ MAX_WAITING: Final = 64
 """Pieces kept while one before them is missing; more (or more than ``MAX_WAITING_S`` of audio): the missing one is
 given up (counted) and the stream goes on."""
 MAX_WAITING_S: Final = 10.0
+RECENT_CHUNKS: Final = 94
+"""Chunks of speech probability the live page shows per stream (~3 s)."""
 
 RunChunks = Callable[[str, ModelInfo, npt.NDArray[np.float32], npt.NDArray[np.float32]], Awaitable[tuple[
     npt.NDArray[np.float32], npt.NDArray[np.float32]]]]  # fmt: skip
@@ -99,6 +102,8 @@ class LiveStream:
     last_heard_s: float = 0.0
     worker: asyncio.Task[None] | None = None
     speaking: bool = False
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_CHUNKS))
+    """The latest chunks' speech probabilities (the live page draws them)."""
 
     @property
     def waiting_s(self) -> float:
@@ -266,6 +271,7 @@ class AudioStreams:
         ]
         for probability in probabilities:
             events += [self._event(stream, e) for e in stream.tracker.push(float(probability))]
+            stream.recent.append(round(float(probability), 3))
         self.counts["chunks"] += len(rows)
         await self._publish(stream.name, events)
 
@@ -316,6 +322,19 @@ class AudioStreams:
                 if idle and (stream.worker is None or stream.worker.done()):
                     self.streams.pop(stream.name, None)
                     await self._end(stream, "quiet")
+
+    def views(self) -> list[AudioView]:
+        """The streams this copy owns, for the live page (``/streams.json``)."""
+        return [
+            AudioView(
+                stream=stream.name,
+                time_s=round(stream.time_s, 2),
+                speaking=stream.speaking,
+                next_seq=stream.next_seq,
+                recent=list(stream.recent),
+            )
+            for _, stream in sorted(self.streams.items())
+        ]
 
     def metrics(self) -> list[Metric]:
         """``natriton_ingest_audio_streams`` (owned now) and ``natriton_ingest_audio_total{what}``."""

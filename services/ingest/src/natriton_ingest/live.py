@@ -214,6 +214,18 @@ class CameraView(msgspec.Struct, frozen=True, kw_only=True):
     recording: RecordingView | None
 
 
+class AudioView(msgspec.Struct, frozen=True, kw_only=True):
+    """One live audio stream this copy owns, on the page."""
+
+    stream: str
+    time_s: float
+    """Seconds of the stream analysed so far."""
+    speaking: bool
+    next_seq: int
+    recent: list[float]
+    """The speech probability of each of the latest 32 ms chunks (about 3 s), oldest first."""
+
+
 class StreamsView(msgspec.Struct, frozen=True, kw_only=True):
     """``/streams.json``."""
 
@@ -221,6 +233,7 @@ class StreamsView(msgspec.Struct, frozen=True, kw_only=True):
     updated_ms: int
     poll_ms: int
     cameras: list[CameraView]
+    audio: list[AudioView] = msgspec.field(default_factory=list)
 
 
 def gate_savings(counters: CameraCounters) -> float:
@@ -528,6 +541,8 @@ class LiveView:
         self._sweeps: set[asyncio.Task[Swept]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
+        self.audio_streams: Callable[[], list[AudioView]] = list
+        """The live audio streams this copy owns (set by the app)."""
 
     @classmethod
     def from_settings(
@@ -666,7 +681,13 @@ class LiveView:
             camera_view(camera, worker, self.newest(camera), _recording_view(active.get(camera)))
             for camera, worker in sorted(cameras.items())
         ]
-        return StreamsView(owner=self.owner, updated_ms=int(time.time() * 1000), poll_ms=POLL_MS, cameras=views)
+        return StreamsView(
+            owner=self.owner,
+            updated_ms=int(time.time() * 1000),
+            poll_ms=POLL_MS,
+            cameras=views,
+            audio=self.audio_streams(),
+        )
 
     async def jpeg(self, camera: str, wanted: str) -> Response:
         """The annotated frame ``wanted`` of ``camera`` (the newest when ``wanted`` is empty; 410 once it is gone)."""
@@ -818,6 +839,12 @@ PAGE: Final = b"""<!doctype html>
   a { color: #d68cff; }
   #empty { padding: 3rem 1rem; text-align: center; color: var(--dim); }
   #empty code { color: var(--fg); }
+  #audio { padding: 0 1rem 1rem; } #audio h2 { font-size: 1rem; color: var(--dim); }
+  .voice { display: flex; gap: .75rem; align-items: center; background: var(--card); border-radius: 8px;
+           padding: .4rem .75rem; margin-bottom: .4rem; }
+  .voice b { min-width: 10rem; } .voice canvas { background: #000; border-radius: 4px; }
+  .talk { font-size: .8rem; padding: .1rem .5rem; border-radius: 999px; background: #333; }
+  .talk.on { background: #1f6f3a; }
 </style>
 </head>
 <body>
@@ -827,6 +854,7 @@ PAGE: Final = b"""<!doctype html>
   <span class="dim" id="conn">connecting&hellip;</span>
 </header>
 <main id="cameras"></main>
+<section id="audio" hidden><h2>Live audio (speech probability of the last ~3 s)</h2><div id="voices"></div></section>
 <div id="empty" hidden>
   <p><strong>No cameras</strong> are read by this ingest copy.</p>
   <p>Add one with <code>natriton stream add CAMERA URL</code>; <code>natriton stream ls</code> shows which copy's page
@@ -961,14 +989,53 @@ function show(cam) {
   }
 }
 
+const voices = new Map();
+function showVoice(v) {
+  let row = voices.get(v.stream);
+  if (!row) {
+    const el = document.createElement("div");
+    el.className = "voice";
+    el.dataset.stream = v.stream;
+    const name = document.createElement("b");
+    name.textContent = v.stream;
+    const talk = document.createElement("span");
+    const canvas = document.createElement("canvas");
+    canvas.width = 282; canvas.height = 28;
+    const time = document.createElement("span");
+    time.className = "dim";
+    el.append(name, talk, canvas, time);
+    document.getElementById("voices").append(el);
+    row = { el, talk, canvas, time };
+    voices.set(v.stream, row);
+  }
+  row.talk.className = "talk" + (v.speaking ? " on" : "");
+  row.talk.textContent = v.speaking ? "speaking" : "silent";
+  row.time.textContent = v.time_s.toFixed(1) + " s";
+  const g = row.canvas.getContext("2d");
+  g.clearRect(0, 0, row.canvas.width, row.canvas.height);
+  v.recent.forEach((p, i) => {
+    g.fillStyle = p >= 0.5 ? "#3ddc84" : "#555";
+    const h = Math.max(1, p * row.canvas.height);
+    g.fillRect(i * 3, row.canvas.height - h, 2, h);
+  });
+}
+
+function renderAudio(list) {
+  const seen = new Set();
+  for (const v of list || []) { seen.add(v.stream); showVoice(v); }
+  for (const [stream, row] of voices) { if (!seen.has(stream)) { row.el.remove(); voices.delete(stream); } }
+  document.getElementById("audio").hidden = voices.size === 0;
+}
+
 function render(data) {
   document.getElementById("owner").textContent = data.owner ? "ingest " + data.owner : "";
+  renderAudio(data.audio);
   const seen = new Set();
   for (const cam of data.cameras) { seen.add(cam.camera); show(cam); }
   for (const [camera, s] of cards) {
     if (!seen.has(camera)) { s.card.remove(); cards.delete(camera); delete window.natritonShown[camera]; }
   }
-  document.getElementById("empty").hidden = data.cameras.length > 0;
+  document.getElementById("empty").hidden = data.cameras.length > 0 || voices.size > 0;
 }
 
 let pollMs = 500;
