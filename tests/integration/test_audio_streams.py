@@ -51,6 +51,7 @@ MODEL = "silero_vad"
 COPIES = {"ingest": 2, "router": 2}
 PIECE_S = 0.1
 IDLE_S = 3.0
+RATE = 48_000
 CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if Path(p).exists()), "")
 CHUNKS: Codec[AudioChunk] = Codec(AudioChunk)
 EVENTS: Codec[AudioEvent] = Codec(AudioEvent)  # type: ignore[arg-type]
@@ -216,6 +217,13 @@ async def test_a_piece_is_acknowledged_or_refused_with_a_typed_error(
     assert isinstance(refused, ErrorReply) and refused.code == "invalid_argument", refused
     garbage = ANSWERS.decode((await nc.request(audio_chunks_subject("acks"), b"\x00garbage", timeout=5)).data)
     assert isinstance(garbage, ErrorReply) and garbage.code == "invalid_argument", garbage
+    negative = CHUNKS.encode(
+        AudioChunk(seq=-1, audio=AudioInput(pcm=to_tensor("PCM", pieces[NOISE][0]), sample_rate=RATE))
+    )
+    refused = ANSWERS.decode((await nc.request(audio_chunks_subject("acks"), negative, timeout=5)).data)
+    assert isinstance(refused, ErrorReply) and "seq" in refused.message, refused
+    too_long = ANSWERS.decode((await nc.request(audio_chunks_subject("x" * 65), negative, timeout=5)).data)
+    assert isinstance(too_long, ErrorReply) and "stream id" in too_long.message, too_long
     wrong_model = CHUNKS.encode(AudioChunk(seq=0, audio=AudioInput(data=b"x"), model="mobilenet_v2"))
     not_vad = ANSWERS.decode((await nc.request(audio_chunks_subject("other"), wrong_model, timeout=5)).data)
     assert isinstance(not_vad, ErrorReply), not_vad

@@ -16,7 +16,7 @@ import io
 import math
 import struct
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -395,6 +395,31 @@ class _Settings:
 
     def seconds(self, sample: int) -> float:
         return sample / self.sample_rate
+
+
+class SpeechRules(TypedDict):
+    """The keyword arguments of :func:`speech_segments` and :class:`SpeechTracker` a model's profile sets."""
+
+    sample_rate: int
+    chunk: int
+    threshold: float
+    neg_threshold: float | None
+    min_speech_ms: float
+    min_silence_ms: float
+    speech_pad_ms: float
+
+
+def speech_rules(profile: VadProfile) -> SpeechRules:
+    """A vad model's segment rules, from its ``natriton.*`` parameters."""
+    return SpeechRules(
+        sample_rate=profile.sample_rate,
+        chunk=profile.chunk_samples,
+        threshold=profile.threshold,
+        neg_threshold=profile.neg_threshold,
+        min_speech_ms=profile.min_speech_duration_ms,
+        min_silence_ms=profile.min_silence_duration_ms,
+        speech_pad_ms=profile.speech_pad_ms,
+    )
 
 
 def _machine(

@@ -33,7 +33,15 @@ from nats.aio.msg import Msg
 
 from natriton import headers as h
 from natriton import subjects
-from natriton.audio import Audio, SpeechEvent, SpeechTracker, StreamFramer, decode_audio, pcm_audio
+from natriton.audio import (
+    Audio,
+    SpeechEvent,
+    SpeechTracker,
+    StreamFramer,
+    decode_audio,
+    pcm_audio,
+    speech_rules,
+)
 from natriton.errors import ErrorCode, MeshError, invalid_argument
 from natriton.messages import (
     AudioChunk,
@@ -175,6 +183,8 @@ class AudioStreams:
             if not CAMERA_ID.fullmatch(name):
                 raise invalid_argument(f"audio stream id {name!r}: 1 to 64 letters, digits, '_' or '-'")
             chunk = CHUNKS.decode(msg.data, json=json)
+            if chunk.seq < 0:
+                raise invalid_argument(f"seq is {chunk.seq}; pieces count 0, 1, 2, ...")
             stream = self.streams.get(name) or self._open(name, chunk)
             if chunk.model != stream.info.name:
                 raise invalid_argument(f"stream {name!r} runs model {stream.info.name!r}, not {chunk.model!r}")
@@ -210,15 +220,7 @@ class AudioStreams:
             info=info,
             profile=profile,
             state=np.zeros((1, *profile.state_shape), dtype=np.float32),
-            tracker=SpeechTracker(
-                sample_rate=profile.sample_rate,
-                chunk=profile.chunk_samples,
-                threshold=profile.threshold,
-                neg_threshold=profile.neg_threshold,
-                min_speech_ms=profile.min_speech_duration_ms,
-                min_silence_ms=profile.min_silence_duration_ms,
-                speech_pad_ms=profile.speech_pad_ms,
-            ),
+            tracker=SpeechTracker(**speech_rules(profile)),
         )
         # a stream starts at the first piece its owner gets: 0 for a new stream, later when this copy takes over a
         # stream whose owner died or that moved here (it goes on from a fresh state; lower seqs count as duplicates)

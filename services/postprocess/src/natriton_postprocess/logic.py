@@ -7,7 +7,7 @@ from typing import Any, assert_never
 import numpy as np
 import numpy.typing as npt
 
-from natriton.audio import speech_segments
+from natriton.audio import speech_rules, speech_segments
 from natriton.errors import ErrorCode, MeshError, invalid_argument
 from natriton.messages import (
     Batch,
@@ -137,17 +137,7 @@ def speech_result(info: ModelInfo, profile: VadProfile, outputs: tuple[Tensor, .
     probabilities = np.asarray(_output(info, arrays, profile.probability_output), dtype=np.float32).reshape(-1)
     rate = profile.sample_rate
     length = job.audio_samples or len(probabilities) * profile.chunk_samples
-    segments = speech_segments(
-        probabilities,
-        sample_rate=rate,
-        chunk=profile.chunk_samples,
-        threshold=profile.threshold,
-        neg_threshold=profile.neg_threshold,
-        min_speech_ms=profile.min_speech_duration_ms,
-        min_silence_ms=profile.min_silence_duration_ms,
-        speech_pad_ms=profile.speech_pad_ms,
-        length=length,
-    )
+    segments = speech_segments(probabilities, **speech_rules(profile), length=length)
     return SpeechSegments(
         segments=tuple(
             SpeechSegment(start_s=round(s.start_s, 4), end_s=round(s.end_s, 4), confidence=round(s.confidence, 4))
