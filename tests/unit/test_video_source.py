@@ -17,6 +17,9 @@ import pytest
 from PIL import Image
 
 from natriton.video.source import (
+    AUDIO_PIECE_S,
+    AUDIO_RATE,
+    AudioPiece,
     Backoff,
     FpsSampler,
     FrameQueue,
@@ -395,3 +398,81 @@ def test_pacer_plays_a_file_at_its_own_rate_and_reanchors_when_it_loops() -> Non
     assert pacer.delay(2.0, now=101.2) == pytest.approx(-0.2)  # late: due at once
     assert pacer.delay(0.0, now=105.0) == 0.0  # timestamps went back (the file looped): a new anchor
     assert pacer.delay(0.04, now=105.0) == pytest.approx(0.04)
+
+
+# ---- the audio track -----------------------------------------------------------------------
+def write_clip_with_sound(path: Path, seconds: float, rate: int = 44_100) -> np.ndarray:
+    """A 10 fps grey clip with a stereo 440 Hz tone (left) and silence (right) as its sound; the tone, mono."""
+    tone = (0.5 * 32767 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate)).astype(np.int16)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mpeg4", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = out.add_stream("pcm_s16le", rate=rate, layout="stereo")
+        step = rate // 10
+        for i, start in enumerate(range(0, len(tone), step)):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 100, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            out.mux(video.encode(frame))
+            left = tone[start : start + step]
+            interleaved = np.stack([left, np.zeros_like(left)], axis=1).reshape(1, -1)
+            audio = av.AudioFrame.from_ndarray(interleaved, format="s16", layout="stereo")
+            audio.sample_rate, audio.pts, audio.time_base = rate, start, Fraction(1, rate)
+            out.mux(sound.encode(audio))
+        out.mux(video.encode(None))
+        out.mux(sound.encode(None))
+    return tone
+
+
+async def read_sound(reader: SourceReader) -> list[AudioPiece]:
+    reader.start()
+    try:
+        pieces = [p async for p in reader.audio_pieces()]
+        frames = [f async for f in reader.frames()]
+    finally:
+        assert await reader.aclose()
+    assert frames
+    return pieces
+
+
+async def test_reader_hands_on_the_sound_as_mono_16_khz_pieces_of_a_quarter_second(tmp_path: Path) -> None:
+    clip = tmp_path / "tone.mkv"
+    write_clip_with_sound(clip, seconds=2.0)
+    pieces = await read_sound(SourceReader(SourceSpec(str(clip), audio=True), policy=QueuePolicy.BLOCK, queue_size=64))
+    assert all(p.sample_rate == AUDIO_RATE and p.samples.dtype == np.int16 and p.samples.ndim == 1 for p in pieces)
+    assert [len(p.samples) for p in pieces[:-1]] == [round(AUDIO_PIECE_S * AUDIO_RATE)] * (len(pieces) - 1)
+    assert 0 < len(pieces[-1].samples) <= round(AUDIO_PIECE_S * AUDIO_RATE)  # the rest is flushed, not held back
+    assert sum(p.duration_s for p in pieces) == pytest.approx(2.0, abs=0.01)
+    assert [p.pts for p in pieces] == pytest.approx([i * AUDIO_PIECE_S for i in range(len(pieces))], abs=1e-3)
+    samples = np.concatenate([p.samples for p in pieces]).astype(np.float32)
+    middle = samples[AUDIO_RATE // 4 : -AUDIO_RATE // 4]
+    assert np.sqrt(np.mean(middle**2)) == pytest.approx(0.25 * 32767 / np.sqrt(2), rel=0.05)  # left and right mixed
+    spectrum = np.abs(np.fft.rfft(middle))
+    assert np.argmax(spectrum) * AUDIO_RATE / len(middle) == pytest.approx(440, abs=2)
+
+
+async def test_reader_without_audio_asked_hands_on_no_sound(tmp_path: Path) -> None:
+    clip = tmp_path / "tone.mkv"
+    write_clip_with_sound(clip, seconds=0.5)
+    assert await read_sound(SourceReader(SourceSpec(str(clip)), policy=QueuePolicy.BLOCK, queue_size=64)) == []
+
+
+async def test_a_source_without_an_audio_track_is_read_for_its_video_and_says_so(clip: Path) -> None:
+    reader = SourceReader(SourceSpec(str(clip), audio=True), policy=QueuePolicy.BLOCK, queue_size=64)
+    assert await read_sound(reader) == []
+    assert reader.stats().frames_read == 30 and "no audio track" in reader.stats().last_error
+
+
+async def test_a_looped_file_hands_on_its_sound_each_pass(tmp_path: Path) -> None:
+    clip = tmp_path / "tone.mkv"
+    write_clip_with_sound(clip, seconds=1.0)
+    reader = SourceReader(SourceSpec(str(clip), audio=True, loop=True), policy=QueuePolicy.BLOCK, queue_size=64)
+    reader.start()
+    try:
+        total = 0.0
+        async for piece in reader.audio_pieces():
+            total += piece.duration_s
+            if total >= 2.5:  # (its 10 frames a pass fit the frame queue: the reader never waits for them)
+                break
+    finally:
+        assert await reader.aclose()
+    assert total >= 2.5

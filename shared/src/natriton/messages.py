@@ -299,6 +299,10 @@ class StreamSource(msgspec.Struct, tag="stream_source", **_STRUCT_OPTIONS):
     """Reuse the last detections for frames that did not change beyond the gate's threshold."""
     loop: bool = False
     """Files only: start again at the end (frame numbers keep increasing)."""
+    audio_model: str = ""
+    """A voice-activity model (``natriton.kind: vad``, e.g. ``silero_vad``) for the source's audio track: its sound
+    is sent as the live audio stream named like the camera (``natriton.v1.audio.chunks.<camera>``, events on
+    ``natriton.v1.audio.events.<camera>``), exactly as a microphone's would be. '' ignores the sound."""
 
 
 class StreamStatus(msgspec.Struct, tag="stream_status", **_STRUCT_OPTIONS):

@@ -47,6 +47,8 @@ def validate_source(source: StreamSource) -> StreamSource:
         raise invalid_argument(f"camera {source.camera}: fps must be between 0 (every frame) and 240")
     if not source.model or len(source.model) > 200:
         raise invalid_argument(f"camera {source.camera}: model must be 1 to 200 characters")
+    if len(source.audio_model) > 200:
+        raise invalid_argument(f"camera {source.camera}: audio_model must be at most 200 characters")
     return source
 
 

@@ -289,7 +289,10 @@ class AudioStreams:
         if audio.pcm is not None:
             if audio.data or audio.sample_rate <= 0:
                 raise invalid_argument("a piece is a file in data, or pcm with its sample_rate")
-            decoded = pcm_audio(to_array(audio.pcm), audio.sample_rate, max_duration_s=self.max_duration_s)
+            if chunk.end and not audio.pcm.data:  # the producer has nothing more: the stream just ends
+                decoded = Audio(np.zeros(0, dtype=np.float32), audio.sample_rate, 1)
+            else:
+                decoded = pcm_audio(to_array(audio.pcm), audio.sample_rate, max_duration_s=self.max_duration_s)
         else:
             decoded = decode_audio(audio.data, max_bytes=self.max_bytes, max_duration_s=self.max_duration_s)
         rates = {decoded.sample_rate} | {c.sample_rate for _, c in stream.waiting.values()}

@@ -8,6 +8,11 @@ put back in frame order (:class:`~natriton.video.resequencer.Resequencer`), trac
 published as :class:`~natriton_client.protocol.FrameResult` on ``natriton.v1.detections.<camera>`` and events on
 ``natriton.v1.events.<camera>`` (both kept by the JetStream stream ``NATRITON_CAMERA_RESULTS``).
 
+A camera with an ``audio_model`` also sends its sound (:class:`CameraSound`): the reader's audio pieces go out as
+the live audio stream named like the camera, the same :class:`~natriton.messages.AudioChunk` s a microphone
+publishes, so the stream's owner (any ingest copy, :mod:`natriton_ingest.audio_streams`) runs the speech model and
+publishes ``speech_start``/``speech_end`` on ``natriton.v1.audio.events.<camera>``.
+
 Delivery modes:
 
 - **reliable**: the reader blocks when the camera is behind (``QueuePolicy.BLOCK``), at most
@@ -34,8 +39,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from PIL import Image
 
@@ -45,6 +52,10 @@ from natriton.errors import ErrorCode, MeshError
 from natriton.frames import ensure_results_stream, frames_subject
 from natriton.headers import now_ms
 from natriton.messages import (
+    AudioChunk,
+    AudioChunkAck,
+    AudioInput,
+    AudioStreamState,
     Codec,
     Detection,
     Detections,
@@ -63,15 +74,26 @@ from natriton.metrics import Metric, counter, gauge
 from natriton.runtime import ServiceRuntime
 from natriton.settings import redact
 from natriton.streams import Lease, StreamRegistry, StreamSources
+from natriton.tensors import to_tensor
 from natriton.video.change_gate import ChangeGate
 from natriton.video.events import TrackEvents
 from natriton.video.resequencer import Released, Resequencer
-from natriton.video.source import FrameSample, QueuePolicy, SourceReader, SourceSpec, SourceStats
+from natriton.video.source import (
+    AUDIO_RATE,
+    AudioPiece,
+    FrameSample,
+    QueuePolicy,
+    SourceReader,
+    SourceSpec,
+    SourceStats,
+)
 from natriton.video.tracking import CameraTracker, TrackedDetection
 from natriton_client.protocol import (
     CameraEvent,
     FrameResult,
     TrackedObject,
+    audio_chunks_subject,
+    audio_state_subject,
     detections_subject,
     events_subject,
 )
@@ -80,6 +102,9 @@ log = logging.getLogger(__name__)
 FRAME_TASKS: Final[Codec[FrameTask]] = Codec(FrameTask)
 RESULTS: Final[Codec[FrameResult]] = Codec(FrameResult)
 EVENTS: Final[Codec[CameraEvent]] = Codec(CameraEvent)
+AUDIO_CHUNKS: Final[Codec[AudioChunk]] = Codec(AudioChunk)
+AUDIO_ANSWERS: Final[Codec[AudioChunkAck | ErrorReply]] = Codec(AudioChunkAck | ErrorReply)
+AUDIO_STATES: Final[Codec[AudioStreamState | ErrorReply]] = Codec(AudioStreamState | ErrorReply)
 JPEG_QUALITY: Final = 90
 STATE_CODES: Final = {
     SourceState.CONNECTING: 0,
@@ -127,6 +152,8 @@ class CameraCounters:
     published: int = 0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200))
     published_at: deque[float] = field(default_factory=lambda: deque(maxlen=200))
+    audio_s: float = 0.0
+    """Seconds of the audio track sent as the camera's live audio stream."""
 
     def fps(self) -> float:
         """Results published per second over the last few seconds."""
@@ -190,7 +217,7 @@ class CameraWorker:
         self.camera = source.camera
         self.reliable = source.mode is StreamMode.RELIABLE
         self.reader = reader or SourceReader(
-            SourceSpec(source.url, fps=source.fps, loop=source.loop, pace=True),
+            SourceSpec(source.url, fps=source.fps, loop=source.loop, pace=True, audio=bool(source.audio_model)),
             policy=QueuePolicy.BLOCK if self.reliable else QueuePolicy.DROP_OLDEST,
             queue_size=4 if self.reliable else 2,
             name=source.camera,
@@ -208,6 +235,7 @@ class CameraWorker:
         self.last_version = ""
         self.last_frame: npt.NDArray[np.uint8] | None = None
         self.task: asyncio.Task[None] | None = None
+        self.sound = CameraSound(self) if source.audio_model else None
         self.stopping = False
 
     @property
@@ -218,6 +246,8 @@ class CameraWorker:
     def start(self) -> None:
         self.reader.start()
         self.task = asyncio.get_running_loop().create_task(self.run(), name=f"camera {self.camera}")
+        if self.sound is not None:
+            self.sound.start()
 
     async def stop(self) -> None:
         """Stop reading, abandon frames still out, end the camera's tracks."""
@@ -232,6 +262,8 @@ class CameraWorker:
             task.cancel()
         await asyncio.gather(*out, return_exceptions=True)
         await self.reader.aclose()
+        if self.sound is not None:
+            await self.sound.finish()
         with contextlib.suppress(NatsError, OSError):  # at shutdown NATS may be closed already
             await self._publish_events(self.events.finish(self._last_number(), time.time()))
 
@@ -421,6 +453,90 @@ class CameraWorker:
         )
 
 
+class CameraSound:
+    """Sends a camera's audio track as its live audio stream: one :class:`~natriton.messages.AudioChunk` per
+    reader piece (~0.26 s of 16 kHz mono PCM) on ``natriton.v1.audio.chunks.<camera>``, ``seq`` counting on from
+    where the stream's owner stands (a camera that moved to this copy carries on its stream instead of being taken
+    for a repeat of piece 0), and an empty ``end`` piece when the source ends or the camera stops."""
+
+    RESUME_TIMEOUT_S: Final = 1.0
+    FINISH_TIMEOUT_S: Final = 5.0
+
+    def __init__(self, worker: CameraWorker) -> None:
+        self.worker = worker
+        self.subject = audio_chunks_subject(worker.camera)
+        self.model = worker.source.audio_model
+        self.seq = 0
+        self.refused = 0
+        """Pieces the stream's owner refused."""
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self.run(), name=f"camera {self.worker.camera} sound")
+
+    async def finish(self) -> None:
+        """Wait for the last pieces and the end piece (the reader is stopped, so its pieces have ended)."""
+        if self.task is None:
+            return
+        try:
+            async with asyncio.timeout(self.FINISH_TIMEOUT_S):
+                await asyncio.shield(self.task)
+        except TimeoutError:
+            self.task.cancel()
+
+    async def run(self) -> None:
+        nc = self.worker.ctx.runtime.nc
+        answers = nc.new_inbox()
+        subscription = await nc.subscribe(answers, cb=self._answered)
+        try:
+            self.seq = await self._resume_seq()
+            async for piece in self.worker.reader.audio_pieces():
+                await nc.publish(self.subject, AUDIO_CHUNKS.encode(self._chunk(piece)), reply=answers)
+                self.seq += 1
+                self.worker.counters.audio_s += piece.duration_s
+            end = AudioChunk(
+                seq=self.seq,
+                audio=AudioInput(pcm=to_tensor("PCM", np.zeros(0, np.int16)), sample_rate=AUDIO_RATE),
+                model=self.model,
+                end=True,
+            )
+            await nc.publish(self.subject, AUDIO_CHUNKS.encode(end))
+            await nc.flush(timeout=2)
+        except (NatsError, OSError, TimeoutError) as exc:  # NATS down or closed at shutdown: the owner ends it quiet
+            log.warning("camera %s: its sound stopped: %s", self.worker.camera, type(exc).__name__)
+        finally:
+            with contextlib.suppress(NatsError):
+                await subscription.unsubscribe()
+
+    async def _answered(self, msg: Msg) -> None:
+        """The owner's answer to a piece: an ack, or an error (a model that takes no audio, …) that the camera's
+        status shows as its ``last_error``."""
+        try:
+            answer = AUDIO_ANSWERS.decode(msg.data)
+        except msgspec.MsgspecError:
+            return
+        if isinstance(answer, ErrorReply):
+            self.refused += 1
+            error = f"audio refused ({answer.code.value}): {answer.message}"
+            if error != self.worker.reader.stats().last_error:
+                log.warning("camera %s: %s", self.worker.camera, error)
+                self.worker.reader.monitor.record_error(error)
+
+    def _chunk(self, piece: AudioPiece) -> AudioChunk:
+        pcm = to_tensor("PCM", piece.samples)
+        return AudioChunk(seq=self.seq, audio=AudioInput(pcm=pcm, sample_rate=piece.sample_rate), model=self.model)
+
+    async def _resume_seq(self) -> int:
+        """The ``seq`` the stream's owner waits for (0 when it has no such stream, or nobody answers)."""
+        nc = self.worker.ctx.runtime.nc
+        try:
+            answer = await nc.request(audio_state_subject(self.worker.camera), b"", timeout=self.RESUME_TIMEOUT_S)
+            state = AUDIO_STATES.decode(answer.data)
+        except (NatsError, TimeoutError, msgspec.MsgspecError):
+            return 0
+        return state.next_seq if isinstance(state, AudioStreamState) else 0
+
+
 class CameraManager:
     """Holds this copy's share of the cameras: leases, workers and status."""
 
@@ -537,6 +653,11 @@ class CameraManager:
         latency = gauge(
             "natriton_camera_latency_seconds", "End-to-end frame latency over the last results.", ["camera", "quantile"]
         )
+        sound = counter(
+            "natriton_camera_audio_seconds",
+            "Seconds of a camera's audio track sent as its live audio stream.",
+            ["camera"],
+        )
         held = gauge("natriton_ingest_cameras", "Cameras this copy reads.", [])
         held.add_metric([], len(self.workers))
         for camera, worker in sorted(self.workers.items()):
@@ -549,8 +670,10 @@ class CameraManager:
             ):
                 frames.add_metric([camera, outcome], value)
             read.add_metric([camera], stats.frames_read)
+            if worker.sound is not None:
+                sound.add_metric([camera], c.audio_s)
             reconnects.add_metric([camera], stats.reconnects)
             state.add_metric([camera], STATE_CODES[stats.state])
             for quantile in (0.5, 0.95):
                 latency.add_metric([camera, str(quantile)], c.latency_ms(quantile) / 1000)
-        return [frames, read, reconnects, state, latency, held]
+        return [frames, read, reconnects, state, latency, sound, held]

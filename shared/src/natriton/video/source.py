@@ -16,6 +16,12 @@ reopened with :class:`Backoff` (0.25 s doubling to 4 s, reset once frames flow) 
 or folder that ends (``loop=False``) or cannot be read is ``ended``. Frame numbers keep increasing across
 reconnects and loops.
 
+With ``SourceSpec(audio=True)`` the reader also decodes the source's first audio track, mixed to mono and resampled
+to :data:`AUDIO_RATE` 16-bit PCM, and hands it to a second queue in :class:`AudioPiece` s of about
+:data:`AUDIO_PIECE_S` (``async for piece in reader.audio_pieces()``): a camera's sound, for the live audio streams.
+Pieces come out as the file plays (``pace``) or the stream arrives; the end of each pass or connection flushes what
+is left, so no sample is held back.
+
 ``stop()`` sets a flag the thread checks between frames; a read blocked on a silent server returns within the read
 timeout (PyAV's interrupt callback), so stop takes about ``read_timeout_s`` (RTSP: up to twice that), an open
 blocked on a silent server up to ``open_timeout_s``.
@@ -35,7 +41,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, Self, TypeVar
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -44,7 +50,13 @@ import numpy.typing as npt
 from natriton.messages import SourceState
 from natriton.settings import redact
 
+if TYPE_CHECKING:
+    import av
+
 __all__ = [
+    "AUDIO_PIECE_S",
+    "AUDIO_RATE",
+    "AudioPiece",
     "Backoff",
     "FpsSampler",
     "FrameQueue",
@@ -69,6 +81,11 @@ NETWORK_SCHEMES: Final = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "h
 IMAGE_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 NETWORK_OPTIONS: Final = {"analyzeduration": "500000", "probesize": "32768"}
 """Open a stream after ~32 KB instead of probing for seconds (0.1-0.4 s instead of ~3 s)."""
+AUDIO_RATE: Final = 16_000
+"""Samples per second of the audio pieces (speech models' rate: no resampling further on)."""
+AUDIO_PIECE_S: Final = 0.256
+"""Seconds of audio per piece: 8 chunks of silero-vad's 32 ms, a message every quarter second."""
+AUDIO_QUEUE_SIZE: Final = 64
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,6 +128,9 @@ class SourceSpec:
     pace: bool = False
     """Files: deliver frames at the file's own rate (by their timestamps), as a live camera would; otherwise as fast
     as they are consumed."""
+    audio: bool = False
+    """Also decode the first audio track into :class:`AudioPiece` s (a source without one: video only, noted in
+    ``last_error``)."""
 
     def __post_init__(self) -> None:
         if self.fps < 0:
@@ -141,6 +161,22 @@ class FrameSample:
     height: int
     pixels: npt.NDArray[np.uint8]
     """RGB, shape (height, width, 3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AudioPiece:
+    """A stretch of the source's audio track, mono 16-bit PCM at ``sample_rate``."""
+
+    pts: float | None
+    """The source's presentation time of its first sample in seconds (None when unknown)."""
+    sample_rate: int
+    samples: npt.NDArray[np.int16]
+    """Shape (frames,)."""
+
+    @property
+    def duration_s(self) -> float:
+        """Its length in seconds."""
+        return len(self.samples) / self.sample_rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,6 +487,8 @@ class SourceReader:
         self.name = name or str(redact("url", spec.url))
         """For logs and the thread's name (credentials in the URL masked)."""
         self.queue: FrameQueue[FrameSample] = FrameQueue(queue_size, policy)
+        self.audio_queue: FrameQueue[AudioPiece] = FrameQueue(AUDIO_QUEUE_SIZE, policy)
+        """The audio track's pieces (empty unless ``spec.audio``); the same policy, room for ~16 s."""
         self.monitor = SourceMonitor(on_state)
         self.monitor.dropped = lambda: self.queue.dropped
         self.backoff = backoff or Backoff()
@@ -484,6 +522,12 @@ class SourceReader:
         while (sample := await self.queue.get()) is not None:
             yield sample
 
+    async def audio_pieces(self) -> AsyncIterator[AudioPiece]:
+        """The audio track's pieces, in order, until the source ends or the reader stops (one consumer; nothing
+        unless ``spec.audio``)."""
+        while (piece := await self.audio_queue.get()) is not None:
+            yield piece
+
     def stop(self, timeout: float | None = 3.0) -> bool:
         """Stop reading, end ``frames()`` and wait up to ``timeout`` s for the thread; returns whether it exited.
 
@@ -492,6 +536,7 @@ class SourceReader:
         """
         self._stopping.set()
         self.queue.close()
+        self.audio_queue.close()
         if self._thread is None or self._thread is threading.current_thread():
             return True  # never started, or called from on_state: the thread exits after the callback
         self._thread.join(timeout)
@@ -523,6 +568,7 @@ class SourceReader:
                 self.monitor.set_state(SourceState.ENDED, _describe(exc))
         finally:
             self.queue.close()
+            self.audio_queue.close()
             log.info("source %s: reader stopped (%s)", self.name, self.monitor.state)
 
     def _emit(self, source_index: int, pts: float | None, pixels: npt.NDArray[np.uint8]) -> bool:
@@ -590,30 +636,56 @@ class SourceReader:
             if not container.streams.video:
                 raise _NoVideoError(f"no video stream in {self.name}")
             stream = container.streams.video[0]
+            sound: _AudioTrack | None = None
+            if spec.audio and container.streams.audio:
+                sound = _AudioTrack(container.streams.audio[0], self._emit_audio)
+            elif spec.audio:
+                self.monitor.record_error(f"no audio track in {self.name}")
             rate = stream.average_rate or stream.guessed_rate
             step_s = float(1 / rate) if rate else None
             guess = TimestampGuess()
             pacer = Pacer() if spec.pace and self.kind is SourceKind.FILE else None
             index = -1
-            for index, frame in enumerate(container.decode(stream)):
-                self.monitor.count(read=1)
-                if index == 0:
-                    self.backoff.reset()
-                    self.monitor.set_state(SourceState.LIVE)
-                timestamp = guess.guess(frame.pts, frame.dts)
-                time_base = frame.time_base or stream.time_base or Fraction(1)
-                pts = float(timestamp * time_base) if timestamp is not None else None
-                if pacer is not None and pts is not None:
-                    wait_s = pacer.delay(pts, time.monotonic())
-                    if wait_s > 0 and self._stopping.wait(wait_s):
-                        break
-                if sampler.keep(pts, step_s):
-                    pixels = np.ascontiguousarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
-                    if not self._emit(index, pts, pixels):
-                        break
-                if self._stopping.is_set():
-                    break
+            try:
+                for packet in container.demux(*([stream] if sound is None else [stream, sound.stream])):
+                    if sound is not None and packet.stream is sound.stream:
+                        if not sound.push(packet):
+                            break
+                        continue
+                    for frame in packet.decode():
+                        if not isinstance(frame, av.VideoFrame):
+                            continue
+                        index += 1
+                        self.monitor.count(read=1)
+                        if index == 0:
+                            self.backoff.reset()
+                            self.monitor.set_state(SourceState.LIVE)
+                        timestamp = guess.guess(frame.pts, frame.dts)
+                        time_base = frame.time_base or stream.time_base or Fraction(1)
+                        pts = float(timestamp * time_base) if timestamp is not None else None
+                        if pacer is not None and pts is not None:
+                            wait_s = pacer.delay(pts, time.monotonic())
+                            if wait_s > 0 and self._stopping.wait(wait_s):
+                                return True
+                        if sampler.keep(pts, step_s):
+                            pixels = np.ascontiguousarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
+                            if not self._emit(index, pts, pixels):
+                                return True
+                    if self._stopping.is_set():
+                        return index >= 0
+            finally:
+                if sound is not None and not self._stopping.is_set():
+                    sound.flush()  # the end of a pass or a connection: hand on what is left
             return index >= 0
+
+    def _emit_audio(self, piece: AudioPiece) -> bool:
+        """Hand an audio piece to its queue; False once stopping."""
+        while not self._stopping.is_set():
+            if self.audio_queue.put(piece, timeout=0.1):
+                return True
+            if self.audio_queue.closed:
+                return False
+        return False
 
     def _read_images(self) -> None:
         from PIL import Image
@@ -650,6 +722,72 @@ class SourceReader:
             if not self.spec.loop or not loaded:  # no readable image: looping would spin
                 self.monitor.set_state(SourceState.ENDED, None if loaded else f"no readable images in {folder}")
                 return
+
+
+class _AudioTrack:
+    """Decodes an audio stream's packets into mono 16-bit :data:`AUDIO_RATE` pieces of :data:`AUDIO_PIECE_S`."""
+
+    def __init__(self, stream: av.audio.stream.AudioStream, emit: Callable[[AudioPiece], bool]) -> None:
+        import av
+
+        self.stream = stream
+        self.emit = emit
+        self.resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
+        self.piece = round(AUDIO_PIECE_S * AUDIO_RATE)
+        self.pending: list[npt.NDArray[np.int16]] = []
+        self.pending_frames = 0
+        self.pending_pts: float | None = None
+        self.bad_packets = 0
+
+    def push(self, packet: av.Packet[av.stream.Stream]) -> bool:
+        """Decode one packet (an empty one flushes the decoder); False once the reader stops. A packet the decoder
+        refuses is skipped and counted, as players do (AVI files often start with a partial AC-3 frame)."""
+        import av
+
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError:
+            self.bad_packets += 1
+            return True
+        for frame in frames:
+            if not isinstance(frame, av.AudioFrame):
+                continue
+            for out in self.resampler.resample(frame):
+                if not self._add(out):
+                    return False
+        return True
+
+    def flush(self) -> None:
+        """Hand on everything buffered, a short last piece included."""
+        for out in self.resampler.resample(None):
+            self._add(out)
+        self._send(self.pending_frames)
+        import av
+
+        self.resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
+
+    def _add(self, frame: av.AudioFrame) -> bool:
+        samples = frame.to_ndarray().reshape(-1).astype(np.int16, copy=False)
+        if not self.pending_frames and frame.pts is not None and frame.time_base is not None:
+            self.pending_pts = float(frame.pts * frame.time_base)
+        self.pending.append(samples)
+        self.pending_frames += len(samples)
+        while self.pending_frames >= self.piece:
+            if not self._send(self.piece):
+                return False
+        return True
+
+    def _send(self, count: int) -> bool:
+        if count <= 0:
+            return True
+        joined = np.concatenate(self.pending)
+        piece = AudioPiece(pts=self.pending_pts, sample_rate=AUDIO_RATE, samples=joined[:count].copy())
+        rest = joined[count:]
+        self.pending = [rest] if len(rest) else []
+        self.pending_frames = len(rest)
+        if self.pending_pts is not None:
+            self.pending_pts += count / AUDIO_RATE
+        return self.emit(piece)
 
 
 def _describe(exc: BaseException) -> str:

@@ -2,6 +2,7 @@
 
     natriton stream ls                             every camera: source, mode, owner, state, frames, live page
     natriton stream add CAMERA URL [--fps 5] [--mode realtime|reliable] [--model M] [--no-change-gate] [--loop]
+                                                   [--audio-model silero_vad]   its sound: speech events too
     natriton stream rm CAMERA
     natriton stream record CAMERA [--seconds 10] [--out FILE]   annotated output (boxes, track ids) as mp4
 
@@ -91,6 +92,13 @@ def add_command(
         bool, typer.Option("--change-gate/--no-change-gate", help="Reuse detections while the scene is unchanged.")
     ] = True,
     loop: Annotated[bool, typer.Option(help="Files: start again at the end.")] = False,
+    audio_model: Annotated[
+        str,
+        typer.Option(
+            help="A speech model (e.g. silero_vad) for the source's audio track: speech_start/speech_end events on "
+            "natriton.v1.audio.events.CAMERA. Default: the sound is ignored."
+        ),
+    ] = "",
     nats_url: NatsUrlOption = None,
     connect_timeout: ConnectTimeoutOption = DEFAULT_CONNECT_TIMEOUT_S,
     timeout_s: TimeoutOption = DEFAULT_TIMEOUT_S,
@@ -108,7 +116,14 @@ def add_command(
     except ValueError:
         raise typer.BadParameter("use realtime or reliable", param_hint="--mode") from None
     source = StreamSource(
-        camera=camera, url=url, fps=fps, mode=stream_mode, model=model, change_gate=change_gate, loop=loop
+        camera=camera,
+        url=url,
+        fps=fps,
+        mode=stream_mode,
+        model=model,
+        change_gate=change_gate,
+        loop=loop,
+        audio_model=audio_model,
     )
     answer = _send(
         StreamControl(action="add", source=source), nats_url, connect_timeout, timeout_s, json_output, verbose
