@@ -286,6 +286,8 @@ async def test_demo_video_runs_for_a_few_seconds(tmp_path: Path) -> None:
     # real-time camera: faces; reliable camera: every frame of vtest.avi at its 10 fps, less start-up
     assert int(megamind.split()[1]) >= 1 and int(megamind.split(" with faces")[0].rsplit(" ", 1)[1]) >= 1, megamind
     assert int(street.split()[1]) >= 30, street
+    # Megamind's sound goes through the speech model as the camera's live audio stream: the trailer talks
+    assert "speech segments" in megamind and int(megamind.split("its sound: ")[1].split()[0]) >= 1, megamind
 
 
 async def test_with_a_token_the_page_works_from_its_own_url_and_nothing_answers_without_it(tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
 """``make demo-video``: the whole mesh on this machine reading two real cameras, with a live page to watch.
 
 Starts nats-server, redis-server, tritonserver (CPU) and the four services, adds two cameras that play sample
-footage at its own pace, over and over (``Megamind.avi``: faces, real-time mode; ``vtest.avi``: a street, reliable
-mode), and prints the address of ingest's live page, where each camera's newest frame shows with its face boxes and
-track ids, its fps, end-to-end latency, drops and change-gate savings. Runs until Ctrl-C; ``--seconds N`` stops
-after N seconds. Either way it ends with a summary per camera (frames, faces seen, fps) and stops everything.
+footage at its own pace, over and over (``Megamind.avi``: faces, real-time mode, and its sound through the speech
+model; ``vtest.avi``: a street, reliable mode), and prints the address of ingest's live page, where each camera's
+newest frame shows with its face boxes and track ids, its fps, end-to-end latency, drops and change-gate savings,
+and the sound's speech activity. Runs until Ctrl-C; ``--seconds N`` stops after N seconds. Either way it ends with
+a summary per camera (frames, faces seen, fps, speech heard) and stops everything.
 
     python -m natriton_dev.demo_video [--seconds N] [--workdir DIR]
 """
@@ -30,18 +31,20 @@ import msgspec
 import nats
 from nats.aio.msg import Msg
 
-from natriton.messages import StreamMode, StreamSource
+from natriton.messages import AudioEvent, SpeechEnded, SpeechStarted, StreamMode, StreamSource
 from natriton.streams import open_registry
-from natriton_client.protocol import FrameResult, detections_subject
+from natriton_client.protocol import FrameResult, audio_events_subject, detections_subject
 from natriton_dev.media import sample_clip
 from natriton_dev.stack import LocalStack
 
-CAMERAS: tuple[tuple[str, str, StreamMode], ...] = (
-    ("megamind", "Megamind.avi", StreamMode.REALTIME),
-    ("street", "vtest.avi", StreamMode.RELIABLE),
+CAMERAS: tuple[tuple[str, str, StreamMode, str], ...] = (
+    ("megamind", "Megamind.avi", StreamMode.REALTIME, "silero_vad"),
+    ("street", "vtest.avi", StreamMode.RELIABLE, ""),
 )
-"""Camera id, sample clip and delivery mode; both clips play at their own pace, over and over."""
+"""Camera id, sample clip, delivery mode and the speech model for its sound ('' : none; vtest.avi has no sound);
+both clips play at their own pace, over and over."""
 RESULTS = msgspec.msgpack.Decoder(FrameResult)
+SPEECH = msgspec.msgpack.Decoder(AudioEvent)
 PROGRESS_EVERY_S = 5.0
 
 
@@ -55,6 +58,10 @@ class Tally:
     """Boxes over all frames."""
     tracks: set[int] = field(default_factory=set)
     errors: int = 0
+    speech_segments: int = 0
+    """Speech segments heard in the camera's sound (``speech_end`` events)."""
+    speech_s: float = 0.0
+    speech_started_s: float | None = None
     first_s: float = 0.0
     last_s: float = 0.0
 
@@ -70,6 +77,14 @@ class Tally:
         self.faces += len(faces)
         self.frames_with_faces += bool(faces)
         self.tracks.update(o.track_id for o in faces)
+
+    def hear(self, event: AudioEvent) -> None:
+        if isinstance(event, SpeechStarted):
+            self.speech_started_s = event.time_s
+        elif isinstance(event, SpeechEnded) and self.speech_started_s is not None:
+            self.speech_segments += 1
+            self.speech_s += max(0.0, event.time_s - self.speech_started_s)
+            self.speech_started_s = None
 
     def fps(self) -> float:
         return (self.frames - 1) / (self.last_s - self.first_s) if self.frames > 1 and self.last_s > self.first_s else 0
@@ -112,13 +127,23 @@ async def run_cameras(nats_url: str, page: str, seconds: float) -> tuple[dict[st
 
         return on_result
 
+    def listener(camera: str) -> Any:
+        async def on_event(msg: Msg) -> None:
+            tallies[camera].hear(SPEECH.decode(msg.data))
+
+        return on_event
+
     try:
         for camera, *_ in CAMERAS:
             await nc.subscribe(detections_subject(camera), cb=counter(camera))
-        for camera, clip, mode in CAMERAS:
-            source = StreamSource(camera=camera, url=str(sample_clip(clip)), mode=mode, loop=True)
+            await nc.subscribe(audio_events_subject(camera), cb=listener(camera))
+        for camera, clip, mode, audio_model in CAMERAS:
+            source = StreamSource(
+                camera=camera, url=str(sample_clip(clip)), mode=mode, loop=True, audio_model=audio_model
+            )
             await registry.put_source(source)
-            print(f"  camera {camera}: {clip}, {mode.value}, looping")
+            sound = f", its sound through {audio_model}" if audio_model else ""
+            print(f"  camera {camera}: {clip}, {mode.value}, looping{sound}")
         print(banner(page), flush=True)
         started = time.monotonic()
         while not stop.is_set():
@@ -150,6 +175,8 @@ def summary(tallies: dict[str, Tally], numbers: dict[str, dict[str, Any]]) -> st
                 f", latency p50 {seen['latency_p50_ms']:.0f} ms p95 {seen['latency_p95_ms']:.0f} ms,"
                 f" {seen['dropped']} dropped, change gate saved {100 * seen['gate_savings']:.0f} %"
             )
+        if tally.speech_segments:
+            extra += f"; its sound: {tally.speech_segments} speech segments, {tally.speech_s:.1f} s of speech"
         lines.append(
             f"  {camera:<9} {tally.frames} frames at {tally.fps():.1f} fps, {tally.frames_with_faces} with faces,"
             f" {tally.faces} faces seen ({len(tally.tracks)} tracks), {tally.errors} errors{extra}"
@@ -164,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="logs and data (default: a temp dir)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for _, clip, _ in CAMERAS:
+    for _, clip, *_ in CAMERAS:
         sample_clip(clip)  # fetched once, before anything starts
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="natriton-demo-video-"))
     print("Natriton video demo: starting nats-server, redis-server, tritonserver and the four services")
