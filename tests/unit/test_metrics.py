@@ -245,10 +245,10 @@ def full_registry_scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float
     ingest.counts["coalesced"] = 2
     ingest.pending_per_model["m"] = 1
     cameras = CameraManager(ingest_rt, None, None, max_cameras=4, lease_ttl_s=10)  # type: ignore[arg-type]
-    counters = CameraCounters(sent=9, answered=8, reused=3, dropped=2, errors=1)
+    counters = CameraCounters(sent=9, answered=8, reused=3, dropped=2, errors=1, audio_s=2.5)
     counters.latencies_ms.extend([100.0, 200.0])
     reader = SimpleNamespace(stats=lambda: SourceStats(state=SourceState.LOST, frames_read=40, reconnects=2))
-    cameras.workers["lobby"] = SimpleNamespace(counters=counters, reader=reader)  # type: ignore[assignment]
+    cameras.workers["lobby"] = SimpleNamespace(counters=counters, reader=reader, sound=object())  # type: ignore[assignment]
     ingest.cameras = cameras
     ingest_rt.metrics_extension = ingest.metrics
     scrape = samples(generate_latest(registry_for(ingest_rt)))
@@ -257,6 +257,7 @@ def full_registry_scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float
     assert value(scrape, "natriton_camera_frames_total", **camera, outcome="failed") == 1
     assert value(scrape, "natriton_camera_frames_total", **camera, outcome="dropped") == 2
     assert value(scrape, "natriton_camera_frames_read_total", **camera) == 40
+    assert value(scrape, "natriton_camera_audio_seconds_total", **camera) == 2.5
     assert value(scrape, "natriton_camera_state", **camera) == 2
     assert value(scrape, "natriton_camera_latency_seconds", **camera, quantile="0.5") == 0.15
     assert value(scrape, "natriton_ingest_cameras", service="ingest") == 1
