@@ -17,6 +17,7 @@ import pytest
 
 from natriton import headers, messages, subjects
 from natriton.errors import ErrorCode
+from natriton.handoff import HandoffRef
 from natriton.messages import (
     Batch,
     CacheEntry,
@@ -94,6 +95,7 @@ GOLDEN = Path(__file__).parent / "golden"
 TENSOR = Tensor(name="IMAGE", datatype="UINT8", shape=(1, 2, 2, 3), data=bytes(range(12)))
 LOGITS = Tensor(name="LOGITS", datatype="FP32", shape=(1, 2), data=b"\x00\x00\x80\x3f\x00\x00\x00\x40")
 JOB = Job(model="mobilenet_v2", version="1", task="classifier", top_k=3, cache_key="natriton:v1:result:k")
+HANDOFF = HandoffRef(domain="8c1f-boot-id:26:1", segment="natriton-RV1DmZ4ViCIk4kKyO7UTeb-3", generation=7, sizes=(12,))
 CLASSIFICATION = Classification(
     classes=(ClassScore(index=967, label="espresso", score=0.9), ClassScore(index=1, label="goldfish", score=0.1))
 )
@@ -172,6 +174,12 @@ EXAMPLES: list[tuple[Any, Any, str | None]] = [
     (PreprocessTask(job=JOB, input=ImageInput(data=b"jpeg")), PreprocessTask, "preprocess_task"),
     (PreprocessTask(job=JOB, input=TensorInput(tensors=(TENSOR,))), PreprocessTask, "preprocess_task"),
     (InferTask(job=JOB, inputs=(TENSOR,)), InferTask, "infer_task"),
+    (HANDOFF, HandoffRef, None),
+    (
+        InferTask(job=JOB, inputs=(msgspec.structs.replace(TENSOR, data=b""),), handoff=HANDOFF),
+        InferTask,
+        "infer_task",
+    ),
     (PostprocessTask(job=JOB, outputs=(LOGITS,)), PostprocessTask, "postprocess_task"),
     (MODEL_INFO, ModelInfo, "model_info"),
     # the public unions, decoded without knowing the concrete type
@@ -425,7 +433,8 @@ PINNED_FIELDS = {
     "ErrorReply": ("request_id", "code", "message", "retry_after_ms"),
     "Job": ("model", "version", "task", "top_k", "cache_key"),
     "PreprocessTask": ("job", "input"),
-    "InferTask": ("job", "inputs"),
+    "InferTask": ("job", "inputs", "handoff"),
+    "HandoffRef": ("domain", "segment", "generation", "sizes"),
     "PostprocessTask": ("job", "outputs"),
     "ModelInfo": (
         "name",

@@ -12,6 +12,7 @@ from typing import Any, Final, Literal, TypeAlias
 
 import msgspec
 
+from natriton.handoff import HandoffRef
 from natriton.profiles import ModelProfile, RawProfile, TensorSpec
 from natriton_client.protocol import (
     AudioChunk,
@@ -162,10 +163,14 @@ class FrameTask(msgspec.Struct, tag="frame_task", **_STRUCT_OPTIONS):
 
 
 class InferTask(msgspec.Struct, tag="infer_task", **_STRUCT_OPTIONS):
-    """preprocess → router: tensors exactly as the model declares them (batch dimension first)."""
+    """preprocess (or ingest, for ready-made tensors) → router: tensors exactly as the model declares them (batch
+    dimension first)."""
 
     job: Job
     inputs: tuple[Tensor, ...]
+    handoff: HandoffRef | None = None
+    """Set when the inputs' bytes wait in the sender's shared memory (:mod:`natriton.handoff`): each input's
+    ``data`` is then empty."""
 
 
 class PostprocessTask(msgspec.Struct, tag="postprocess_task", **_STRUCT_OPTIONS):

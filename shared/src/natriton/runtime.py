@@ -52,6 +52,7 @@ from opentelemetry.trace import Tracer
 from natriton import headers as h
 from natriton import wirebatch
 from natriton.errors import ErrorCode, MeshError
+from natriton.handoff import shm_domain
 from natriton.logs import bind_request, unbind_request
 from natriton.metrics import LatencyHistogram, MetricsSource, ReadinessCheck, RouteHandler, first_reason
 from natriton.settings import CommonSettings
@@ -386,6 +387,8 @@ class ServiceRuntime:
             metadata={"instance_id": settings.instance_id},
         )
         """This copy as NATS micro names it (``$SRV.*.<name>.<id>``)."""
+        self.shm_domain = shm_domain() if settings.handoff == "auto" else ""
+        """The ``/dev/shm`` this copy shares with others (in its heartbeats; '' with hand-off off)."""
         self.started = datetime.now(UTC)
         self._endpoints: list[_Endpoint] = []
         self._control_subscriptions: list[Subscription] = []
@@ -643,6 +646,7 @@ class ServiceRuntime:
             dead_after_ms=round(self.settings.heartbeat_dead_after_s * 1000),
             leaving=leaving,
             up_ms=round((time.monotonic() - self._beating_since) * 1000) if self._beating_since else 0,
+            shm_domain=self.shm_domain,
         )
 
     async def _beat_forever(self) -> None:

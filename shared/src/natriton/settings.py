@@ -87,6 +87,9 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
     """How often this copy says it is alive (``natriton.v1.internal.heartbeat.<service>``; ingest's are public)."""
     heartbeat_dead_after_s: float = 2.0
     """Silence after which the watchers count this copy dead and re-send what it held."""
+    handoff: str = "auto"
+    """``auto``: hand large tensors between copies that share ``/dev/shm`` through shared memory instead of NATS
+    (ingest → router, decision 0011); ``off``: always over NATS (a copy with it off tells the others so)."""
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
@@ -97,6 +100,8 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("nats_read_buffer_bytes must be >= 4096")
         if self.log_format not in ("json", "text"):
             raise ValueError("log_format must be json or text")
+        if self.handoff not in ("auto", "off"):
+            raise ValueError("handoff must be auto or off")
         check_tls_files("nats", self.nats_tls_cert_file, self.nats_tls_key_file)
         check_tls_files("redis", self.redis_tls_cert_file, self.redis_tls_key_file)
         redis_tls = self.redis_tls_ca_file or self.redis_tls_cert_file

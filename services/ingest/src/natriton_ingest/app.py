@@ -32,6 +32,7 @@ from natriton.claimcheck import FrameStore, frame_key
 from natriton.envelope import Envelope
 from natriton.errors import ErrorCode, MeshError, invalid_argument
 from natriton.frames import ensure_stream
+from natriton.handoff import SlotPool, Taken
 from natriton.messages import (
     AudioInput,
     CacheEntry,
@@ -48,6 +49,7 @@ from natriton.messages import (
     PreprocessTask,
     RawOutputs,
     Reply,
+    Tensor,
     TensorInput,
 )
 from natriton.metrics import Metric, counter, gauge
@@ -137,6 +139,10 @@ class IngestApp:
             max_streams=settings.audio_max_streams,
         )
         """The live audio streams this copy owns (:mod:`natriton_ingest.audio_streams`)."""
+        self.handoff: SlotPool | None = None
+        if runtime.shm_domain and settings.handoff_max_bytes:
+            self.handoff = SlotPool(f"natriton-{runtime.micro.id}", runtime.shm_domain, settings.handoff_max_bytes)
+        """This copy's shared-memory slots for tensors on their way to the router (decision 0011)."""
         self.tenants = TenantGate(parse_limits(settings.tenant_limits))
         self._sequence = itertools.count()
         """Mesh ids are this copy's unique instance id plus a sequence number (cheaper than a random UUID)."""
@@ -236,6 +242,8 @@ class IngestApp:
         await self.catalog.stop()
         await self.routes.stop()
         await self.cache.close()
+        if self.handoff is not None:
+            self.handoff.close()
 
     def stats(self) -> dict[str, Any]:
         """Cache, coalescing and admission numbers for ``$SRV.STATS``."""
@@ -247,6 +255,7 @@ class IngestApp:
             "near_cache_hits": self.near.hits,
             "near_cache_entries": len(self.near),
             "pending": dict(self.pending_per_model),
+            "handoff": self.handoff.stats() if self.handoff is not None else {},
         }
 
     def metrics(self) -> list[Metric]:
@@ -274,6 +283,19 @@ class IngestApp:
             family = counter(name, doc, [])
             family.add_metric([], value)
             metrics.append(family)
+        handoff = counter(
+            "natriton_ingest_handoff",
+            "Large ready-made tensors by how they went to the router: shared_memory (decision 0011), inline_no_room "
+            "(every slot busy), inline_other_host (a router copy does not share this copy's /dev/shm).",
+            ["outcome"],
+        )
+        pool = self.handoff.stats() if self.handoff is not None else {}
+        handoff.add_metric(["shared_memory"], pool.get("handed", 0))
+        handoff.add_metric(["inline_no_room"], pool.get("no_room", 0))
+        handoff.add_metric(["inline_other_host"], self.counts["handoff_inline_other_host"])
+        held = gauge("natriton_ingest_handoff_bytes", "Shared memory this copy's hand-off slots hold.", [])
+        held.add_metric([], pool.get("bytes", 0))
+        metrics += [handoff, held]
         pending = gauge("natriton_ingest_pending", "Requests in the pipeline per model.", ["model"])
         for model, n in sorted(self.pending_per_model.items()):
             pending.add_metric([model], n)
@@ -485,9 +507,15 @@ class IngestApp:
         self.pending[mesh_id] = future
         out = next_hop_headers(admitted.envelope)
         stored = ""
+        slot: Taken | None = None
         try:
             if isinstance(task.input, TensorInput):
-                infer = InferTask(job=task.job, inputs=task.input.tensors)
+                slot = self._hand_off(task.input.tensors)
+                if slot is None:
+                    infer = InferTask(job=task.job, inputs=task.input.tensors)
+                else:  # the bytes wait in this copy's shared memory until the reply (or the deadline)
+                    inputs = tuple(msgspec.structs.replace(t, data=b"") for t in task.input.tensors)
+                    infer = InferTask(job=task.job, inputs=inputs, handoff=slot.ref)
                 subject, payload = subjects.ROUTE, INFER_TASKS.encode(infer)
             elif isinstance(task.input, ImageInput) and (stored := await self._store_large_image(task.input, admitted)):
                 frame = FrameRef(key=stored, width=0, height=0, encoding="image", size=len(task.input.data))
@@ -504,6 +532,8 @@ class IngestApp:
         finally:
             self.pending.pop(mesh_id, None)
             self.in_flight.pop(mesh_id, None)
+            if slot is not None and self.handoff is not None:
+                self.handoff.give_back(slot)
             if stored:
                 await self.frames.delete(stored)
         try:
@@ -511,6 +541,16 @@ class IngestApp:
         except msgspec.MsgspecError as exc:
             raise MeshError(ErrorCode.INTERNAL, "an internal reply did not decode") from exc
         return _raise_if_error(reply)
+
+    def _hand_off(self, tensors: tuple[Tensor, ...]) -> Taken | None:
+        """A shared-memory slot holding ``tensors``' bytes, when they are large enough and every router copy shares
+        this copy's ``/dev/shm``; None: send them inline."""
+        if self.handoff is None or sum(len(t.data) for t in tensors) < self.settings.handoff_min_bytes:
+            return None
+        if not self.stages.shares_memory("router", self.runtime.shm_domain):
+            self.counts["handoff_inline_other_host"] += 1
+            return None
+        return self.handoff.take([t.data for t in tensors])
 
     def _refuse_if_a_stage_is_down(self, stages: tuple[str, ...]) -> None:
         for stage in stages:

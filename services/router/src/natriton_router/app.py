@@ -19,6 +19,7 @@ from natriton import headers, subjects
 from natriton.catalog import RouteTable, open_bucket, open_model_files, publish_model, publish_model_file
 from natriton.envelope import Envelope
 from natriton.errors import ErrorCode, MeshError, invalid_argument
+from natriton.handoff import SlotReader, StaleHandoffError
 from natriton.messages import Codec, InferTask, Job, ModelInfo, PostprocessTask, Tensor
 from natriton.metrics import LatencyHistogram, Metric, add_latency, counter, gauge, histogram, sizes_histogram
 from natriton.pipeline import decode_task, next_hop_headers, serve_stage
@@ -65,6 +66,8 @@ class RouterApp:
         """Whether the latest catalog refresh reached Triton (``/readyz``)."""
         self.sequence_steps = 0
         """Steps of stateful models' sequences run (one chunk each)."""
+        self.handoff = SlotReader(runtime.shm_domain)
+        """Reads the tensors ingest hands over in its shared memory (decision 0011)."""
 
     async def start(self) -> None:
         await self.triton.wait_ready(self.settings.triton_ready_timeout_s)
@@ -90,6 +93,7 @@ class RouterApp:
         for batcher in self.batchers.values():
             await batcher.close()
         await self.triton.close()
+        self.handoff.close()
 
     # ------------------------------------------------------------------ catalog
     async def refresh_catalog(self) -> None:
@@ -154,6 +158,8 @@ class RouterApp:
         """InferTask → version choice → admission → (batched) inference → PostprocessTask."""
         task, envelope = decode_task(TASKS, inbound)
         envelope.check_deadline("routing")
+        if task.handoff is not None:
+            task = self._from_shared_memory(task)
         job = task.job
         info = self.models.get(job.model)
         if info is None:
@@ -182,6 +188,19 @@ class RouterApp:
         out = PostprocessTask(job=msgspec.structs.replace(job, version=version), outputs=result.outputs)
         # the batch's other requests publish in this same turn: one NATS message carries them all
         self.runtime.publish_soon(subjects.POSTPROCESS, OUT.encode(out), next_hop_headers(envelope))
+
+    def _from_shared_memory(self, task: InferTask) -> InferTask:
+        """The task with its inputs' bytes copied out of the sender's hand-off slot (``unavailable`` when the slot
+        is not the request's any more: the sender has its answer or gave up, so nobody waits for this one)."""
+        assert task.handoff is not None
+        if len(task.handoff.sizes) != len(task.inputs):
+            raise invalid_argument("a hand-off names a size for each input")
+        try:
+            parts = self.handoff.read(task.handoff)
+        except StaleHandoffError as exc:
+            raise MeshError(ErrorCode.UNAVAILABLE, str(exc)) from exc
+        inputs = tuple(msgspec.structs.replace(t, data=data) for t, data in zip(task.inputs, parts, strict=True))
+        return msgspec.structs.replace(task, inputs=inputs, handoff=None)
 
     async def _handle_sequence(
         self, info: ModelInfo, version: str, job: Job, inputs: tuple[Tensor, ...], envelope: Envelope
@@ -379,7 +398,18 @@ class RouterApp:
             "natriton_router_sequence_steps", "Chunks of stateful models' sequences run (one Triton item each).", []
         )
         steps.add_metric([], self.sequence_steps)
-        return [queued, in_flight, sizes, rejected, expired, triton, state, opened, shadow, reachable, batches, steps]
+        handoff = counter(
+            "natriton_router_handoff",
+            "Tasks whose tensors came in the sender's shared memory (decision 0011): read, or stale (the slot was "
+            "given back first, or is not reachable from here).",
+            ["outcome"],
+        )
+        handoff.add_metric(["read"], self.handoff.read_count)
+        handoff.add_metric(["stale"], self.handoff.stale)
+        return [
+            queued, in_flight, sizes, rejected, expired, triton, state, opened, shadow, reachable, batches, steps,
+            handoff,
+        ]  # fmt: skip
 
     def stats(self) -> dict[str, Any]:
         """Batching, admission, breaker and shadow numbers for ``$SRV.STATS``."""
@@ -393,6 +423,7 @@ class RouterApp:
             "route_revisions": {name: self.routes.revision(name) for name in self.routes.names()},
             "triton_batches": dict(self.triton.batches),
             "shared_memory": self.triton.shared_memory.stats() if self.triton.shared_memory is not None else None,
+            "handoff": {"read": self.handoff.read_count, "stale": self.handoff.stale},
         }
 
 

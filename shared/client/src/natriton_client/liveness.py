@@ -42,6 +42,8 @@ class Peer:
     dead_after_s: float
     up_s: float = 0.0
     """How long it had been beating at its latest heartbeat (``up_ms``)."""
+    shm_domain: str = ""
+    """The ``/dev/shm`` it sees ('' for none)."""
 
 
 class Liveness:
@@ -62,7 +64,9 @@ class Liveness:
             self.peers.pop(key, None)
         else:
             dead_after = max(beat.dead_after_ms, 1) / 1000
-            self.peers[key] = Peer(beat.service, beat.instance, beat.boot, now_s, dead_after, beat.up_ms / 1000)
+            self.peers[key] = Peer(
+                beat.service, beat.instance, beat.boot, now_s, dead_after, beat.up_ms / 1000, beat.shm_domain
+            )
         return lost
 
     def sweep(self, now_s: float) -> list[Peer]:
@@ -89,6 +93,10 @@ class Liveness:
             for (s, _), p in self.peers.items()
             if s == service and p.up_s + max(0.0, now_s - p.last_seen_s) >= up_for_s
         ]
+
+    def shm_domains(self, service: str) -> set[str]:
+        """The ``/dev/shm`` domains of the live copies of ``service`` ('' for a copy that shares none)."""
+        return {p.shm_domain for (s, _), p in self.peers.items() if s == service}
 
     def live(self, service: str) -> int:
         """Copies of ``service`` heard from within their ``dead_after``."""
@@ -164,6 +172,13 @@ class HeartbeatWatch:
     def none_alive(self, service: str) -> bool:
         """True only when we are sure no copy of ``service`` is alive."""
         return self.liveness.none_alive(service, time.monotonic())
+
+    def shares_memory(self, service: str, domain: str) -> bool:
+        """Whether every live copy of ``service`` sees the ``/dev/shm`` ``domain`` (and at least one is alive, and
+        the watch has settled: a copy not heard yet might live elsewhere)."""
+        if not domain or not self.liveness.settled(time.monotonic()):
+            return False
+        return self.liveness.shm_domains(service) == {domain}
 
     def live(self, service: str) -> int:
         """Copies of ``service`` alive now."""

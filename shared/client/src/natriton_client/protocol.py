@@ -558,6 +558,9 @@ class Heartbeat(msgspec.Struct, tag="heartbeat", **_STRUCT_OPTIONS):
     leaving: bool = False
     up_ms: int = 0
     """How long the copy has been beating (copies agree from it on which of them have settled)."""
+    shm_domain: str = ""
+    """Which ``/dev/shm`` the copy sees (boot id and the mount's device and inode; '' for none or hand-off off):
+    copies with the same value may hand tensors to each other through shared memory."""
 
 
 # --------------------------------------------------------------------------------------------
