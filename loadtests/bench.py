@@ -37,8 +37,8 @@ from loadtests.harness.baselines import ensure_perf_analyzer
 from loadtests.harness.loadgen import MeshRequester, closed_loop
 from loadtests.harness.payloads import body_factory
 from loadtests.harness.progress import Progress
-from loadtests.harness.runners import RUNNERS, Context, scenario_config
-from loadtests.harness.scenario import Payload, Scenario, load_scenarios
+from loadtests.harness.runners import RUNNERS, Context, closed_loop_capacity, scenario_config
+from loadtests.harness.scenario import Scenario, load_scenarios
 from loadtests.harness.stack import MeshStack
 from loadtests.runtime_choice.bench import machine_info
 from loadtests.video import report as video_report
@@ -132,19 +132,8 @@ async def measure_capacity(ctx: Context, scenarios: list[Scenario]) -> None:
     sc = sc or next((s for s in scenarios if s.kind == "open_loop"), None)
     if sc is None:
         return
-    payload = Payload(image=sc.payload.image, tensor=sc.payload.tensor, use_cache=False, top_k=sc.payload.top_k)
-    rec = await closed_loop(
-        ctx.requester,
-        body_factory(sc.model, payload, ctx.photos),
-        concurrency=16,
-        warmup_s=2.0,
-        duration_s=6.0,
-        deadline_ms=sc.deadline_ms,
-        progress=ctx.progress,
-        label="capacity",
-    )
-    ctx.capacity = rec.summary()["ok_per_s"]
-    ctx.capacity_source = f"closed loop x16 for 6 s ({payload.describe()})"
+    ctx.capacity = await closed_loop_capacity(ctx, sc)
+    ctx.capacity_source = f"closed loop x16 for 6 s ({sc.payload.describe()}, no cache)"
 
 
 async def run_all(

@@ -431,11 +431,12 @@ def _services_cpu(cpu: Mapping[str, float]) -> tuple[float, str]:
 
 REMEDIES = {
     "mesh_cpu_us_per_request_150kb": (
-        "Mesh CPU at 150 KB: what is left is mostly moving the tensor. It crosses nats-server twice (producer → "
-        "ingest → router), and each crossing is a 150 KB write and read in two processes and in nats-server, whatever "
-        "the message count. The next lever is a shared-memory hand-off from ingest (and preprocess) to the router when "
-        "they share a host, as the router already does with Triton (decision 0009): decision 0006 measured 97 µs "
-        "against 581 µs of CPU per 150 KB frame at 16 in flight."
+        "Mesh CPU at 150 KB: the tensor now crosses nats-server once (producer → ingest); ingest hands it to the "
+        "router through its shared memory (decision 0011, measured 0.73x of the mesh's CPU per request at 16 in "
+        "flight), and the router to Triton through Triton's (decision 0009). What is left is per message: ingest "
+        "reading the 150 KB request, and in every service nats-py's parse and the socket write of its flusher (the "
+        "largest single item in each profile, `python -m loadtests.profile_mesh`). Fewer hops on the reply path "
+        "(postprocess answering the producer directly) or a compiled client would cut it further."
     ),
     "mesh_cpu_us_per_request_4kb": (
         "Mesh CPU at 4 KB: per message the runtime's dispatch and nats-py's parse and write remain; more requests per "
@@ -443,10 +444,10 @@ REMEDIES = {
     ),
     "added_latency_p50_ms": (
         "Added latency: one request at a time, every hop is a wake-up, a read, a parse and a write in two processes "
-        "and nats-server, and the 150 KB tensor crosses nats-server twice before the router's call to Triton (which "
-        "no longer carries it: shared memory, decision 0009). On this host the raw nats-py 4-hop chain alone takes "
-        "~3.3 ms p50 at 150 KB (loadtests/results/runtime_choice.md), so 1 ms needs the tensor off the NATS hops (a "
-        "shared-memory hand-off from ingest to the router) or fewer hops."
+        "and nats-server: producer → ingest → router, the router's gRPC call, then router → postprocess → ingest → "
+        "producer, where the direct client makes only the gRPC call. The tensor no longer rides the internal hops "
+        "(decisions 0009 and 0011). On this host the raw nats-py 4-hop chain alone takes ~3.3 ms p50 at 150 KB "
+        "(loadtests/results/runtime_choice.md), so 1 ms needs fewer hops, not cheaper ones."
     ),
     "noop_vs_raw_nats_ratio_4kb": (
         "No-op at 4 KB: the mesh does more per message than the raw relays (more hops: the reply path back through "
@@ -525,9 +526,9 @@ def _why_missed(summary: Mapping[str, Any], results: Mapping[str, dict[str, Any]
                 f"- Added latency: at concurrency 1 (one request at a time, so this work lies on its path; it includes "
                 f"each process's background work) the services used {total:,.0f} µs of CPU per request ({parts}) "
                 f"and nats-server {cpu.get('nats-server', 0):,.0f} µs. The "
-                "150 KB tensor crosses NATS twice (producer → ingest → router) before the router's gRPC call to "
-                "Triton, where the direct client makes that one gRPC call; the answer then takes three small hops "
-                "back (router → postprocess → ingest → producer)."
+                "150 KB tensor crosses NATS once (producer → ingest; ingest hands it to the router in shared memory, "
+                "decision 0011) before the router's gRPC call to Triton, where the direct client makes that one gRPC "
+                "call; the answer then takes three small hops back (router → postprocess → ingest → producer)."
             )
     noop = results.get(NOOP_VS_RAW) or {}
     for size, entry in sorted((noop.get("by_payload") or {}).items(), key=lambda kv: int(kv[0])):
