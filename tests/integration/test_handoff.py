@@ -132,10 +132,32 @@ async def test_tensors_go_through_shared_memory_and_get_the_inline_answers(
         inline = await ask_all(mesh, tensors)
         (after,) = await app_stats(raw, "ingest")
         assert after["handoff"]["handed"] == before["handoff"]["handed"]
-        assert after["handoff_inline_other_host"] - before.get("handoff_inline_other_host", 0) == len(tensors)
+        assert after["handoff"]["inline_other_host"] - before["handoff"]["inline_other_host"] == len(tensors)
     finally:
         await asyncio.to_thread(other.stop, 10.0)
     assert inline == through_memory  # the same answers either way
     assert [answer[0][0] for answer in inline[4:6]] == [967, 967]  # coffee.jpg and its mirror image: espresso
 
     await until_handoff_is(raw, mesh, tensors[0], on=True)  # the other copy left: shared memory again
+
+
+async def test_decoded_jpegs_go_from_preprocess_through_shared_memory(
+    mesh: MeshClient, raw: NATS, photos: dict[str, bytes]
+) -> None:
+    """Preprocess hands each decoded 150 KB tensor to the router in its own slots (freed by the router's read mark)."""
+    deadline = time.monotonic() + 15
+    while not (await app_stats(raw, "preprocess"))[0]["handoff"].get("handed") and time.monotonic() < deadline:
+        await mesh.infer(MODEL, image=photos["coffee.jpg"], use_cache=False)  # until preprocess's watch settles
+    (before,) = await app_stats(raw, "preprocess")
+    (router_before,) = await app_stats(raw, "router")
+    names = sorted(photos) * 3
+    replies = await asyncio.gather(*(mesh.infer(MODEL, image=photos[n], use_cache=False) for n in names))
+    (after,) = await app_stats(raw, "preprocess")
+    (router_after,) = await app_stats(raw, "router")
+    assert after["handoff"]["handed"] - before["handoff"]["handed"] == len(names)
+    assert router_after["handoff"]["read"] - router_before["handoff"]["read"] == len(names)
+    assert router_after["handoff"]["stale"] == 0
+    assert after["handoff"]["segments"] <= len(names) + 16  # slots come back: no new segment per request forever
+    for name, reply in zip(names, replies, strict=True):
+        if name == "coffee.jpg":
+            assert top5(reply)[0][0] == 967

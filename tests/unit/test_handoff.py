@@ -4,6 +4,7 @@ generation check, the budget, the quarantine, and the decision whether every rou
 from __future__ import annotations
 
 import os
+import struct
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,8 +15,10 @@ import pytest
 from natriton.handoff import (
     HEADER_BYTES,
     MIN_SLOT_BYTES,
+    READ_MARK_OFFSET,
     SHM_DIR,
     HandoffRef,
+    Sender,
     SlotPool,
     SlotReader,
     StaleHandoffError,
@@ -122,6 +125,63 @@ def test_close_unlinks_every_segment(reader: SlotReader) -> None:
     assert not (SHM_DIR / held.ref.segment).exists()
     with pytest.raises(StaleHandoffError, match="gone"):
         reader.read(held.ref)
+
+
+def test_a_lent_slot_is_taken_again_once_the_router_has_read_it(pool: SlotPool, reader: SlotReader) -> None:
+    """Preprocess never sees the reply: the router's read mark gives its slot back."""
+    far = time.monotonic() + 60
+    first = pool.take([b"a" * 1000], expires_s=far)
+    assert first is not None
+    assert reader.read(first.ref) == [b"a" * 1000]
+    second = pool.take([b"b" * 1000], expires_s=far)  # the read slot is given back now, and rests
+    assert second is not None and second.slot is not first.slot and pool.in_use == 1
+    with pytest.raises(StaleHandoffError):
+        reader.read(first.ref)  # read once: the bytes are not the request's any more
+    time.sleep(0.06)
+    third = pool.take([b"c" * 1000], expires_s=far)
+    assert third is not None and third.slot is first.slot
+
+
+def test_a_lent_slot_nobody_read_is_taken_again_after_its_expiry(pool: SlotPool, reader: SlotReader) -> None:
+    unread = pool.take([b"a" * 1000], expires_s=time.monotonic() + 0.05)
+    assert unread is not None
+    time.sleep(0.12)  # expired, then given back at the next take (and rested)
+    pool.take([b"b" * 1000], expires_s=time.monotonic() + 60)
+    time.sleep(0.06)
+    again = pool.take([b"c" * 1000], expires_s=time.monotonic() + 60)
+    assert again is not None and again.slot is unread.slot
+    with pytest.raises(StaleHandoffError):
+        reader.read(unread.ref)  # a router that comes too late gets nothing
+
+
+def test_a_late_read_mark_frees_nothing(pool: SlotPool) -> None:
+    """A read mark names the generation that was read: one left by a reader of an earlier request does not free the
+    slot's next one."""
+    old = pool.take([b"a" * 1000], expires_s=time.monotonic())  # expires at once
+    assert old is not None
+    pool.take([b"x" * 1000])  # gives the expired one back (resting)
+    time.sleep(0.06)
+    current = pool.take([b"b" * 1000], expires_s=time.monotonic() + 60)
+    assert current is not None and current.slot is old.slot
+    struct.pack_into("<Q", current.slot.view, READ_MARK_OFFSET, old.ref.generation)  # the late reader's mark
+    pool.take([b"y" * 1000])
+    assert current.slot in pool.lent and current.slot.generation == current.ref.generation
+
+
+def test_a_sender_hands_off_large_inputs_only_while_the_routers_share_the_memory(pool: SlotPool) -> None:
+    shared = [True]
+    sender = Sender(lambda: shared[0], 64 * 1024, pool)
+    assert sender.offer([b"\0" * 1000]) is None  # small: inline
+    taken = sender.offer([b"\0" * 100_000])
+    assert taken is not None
+    sender.give_back(taken)
+    shared[0] = False
+    assert sender.offer([b"\0" * 100_000]) is None
+    assert sender.stats()["inline_other_host"] == 1 and sender.stats()["handed"] == 1
+    closed = Sender(lambda: True, 0)
+    assert closed.offer([b"x"]) is None  # no pool before open()
+    closed.open("test", "", 1 << 20)
+    assert closed.pool is None  # hand-off off (no domain): still none
 
 
 def beat(instance: str, domain: str, service: str = "router") -> Heartbeat:

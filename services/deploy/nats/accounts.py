@@ -186,6 +186,7 @@ def mesh_roles() -> list[Role]:
                 f"{deadletters.MAX_DELIVERIES_ADVISORY}.{s}.> {subjects.queue_group('preprocess')}"
                 for s in FRAME_STREAMS
             ),
+            subjects.heartbeat_subject("router"),  # which /dev/shm the router copies see (hand-off, decision 0011)
             *_micro(),
         ],
     )

@@ -9,8 +9,9 @@ import msgspec
 from natriton import deadletters, subjects
 from natriton.envelope import Envelope
 from natriton.errors import MeshError, invalid_argument
+from natriton.handoff import Taken
 from natriton.headers import JETSTREAM_ACK_PREFIX
-from natriton.messages import Codec, ErrorReply, Reply
+from natriton.messages import Codec, ErrorReply, InferTask, Job, Reply, Tensor
 from natriton.runtime import Handler, Inbound, ServiceRuntime
 from natriton.telemetry import inject
 
@@ -33,6 +34,14 @@ def next_hop_headers(envelope: Envelope) -> dict[str, str]:
     out = envelope.to_headers()
     inject(out)
     return out
+
+
+def infer_task(job: Job, inputs: tuple[Tensor, ...], handed: Taken | None) -> InferTask:
+    """The router's task: ``inputs`` inline, or (``handed``) their bytes in the sender's shared memory."""
+    if handed is None:
+        return InferTask(job=job, inputs=inputs)
+    emptied = tuple(msgspec.structs.replace(t, data=b"") for t in inputs)
+    return InferTask(job=job, inputs=emptied, handoff=handed.ref)
 
 
 def error_reply(request_id: str, error: MeshError) -> ErrorReply:

@@ -89,7 +89,13 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Silence after which the watchers count this copy dead and re-send what it held."""
     handoff: str = "auto"
     """``auto``: hand large tensors between copies that share ``/dev/shm`` through shared memory instead of NATS
-    (ingest → router, decision 0011); ``off``: always over NATS (a copy with it off tells the others so)."""
+    (ingest and preprocess → router, decision 0011); ``off``: always over NATS (a copy with it off tells the others
+    so)."""
+    handoff_min_bytes: int = 64 * 1024
+    """Senders (ingest, preprocess): tensors of at least this many bytes go to the router through shared memory when
+    every router copy shares this copy's ``/dev/shm``; smaller ones travel inline."""
+    handoff_max_bytes: int = 64 * 1024**2
+    """Senders: the most shared memory this copy's hand-off slots take; a tensor that finds no room goes inline."""
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
@@ -102,6 +108,8 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("log_format must be json or text")
         if self.handoff not in ("auto", "off"):
             raise ValueError("handoff must be auto or off")
+        if self.handoff_min_bytes < 0 or self.handoff_max_bytes < 0:
+            raise ValueError("handoff_min_bytes and handoff_max_bytes must be >= 0")
         check_tls_files("nats", self.nats_tls_cert_file, self.nats_tls_key_file)
         check_tls_files("redis", self.redis_tls_cert_file, self.redis_tls_key_file)
         redis_tls = self.redis_tls_ca_file or self.redis_tls_cert_file

@@ -32,7 +32,7 @@ from natriton.claimcheck import FrameStore, frame_key
 from natriton.envelope import Envelope
 from natriton.errors import ErrorCode, MeshError, invalid_argument
 from natriton.frames import ensure_stream
-from natriton.handoff import SlotPool, Taken
+from natriton.handoff import Sender, Taken
 from natriton.messages import (
     AudioInput,
     CacheEntry,
@@ -49,11 +49,10 @@ from natriton.messages import (
     PreprocessTask,
     RawOutputs,
     Reply,
-    Tensor,
     TensorInput,
 )
 from natriton.metrics import Metric, counter, gauge
-from natriton.pipeline import REPLY_CODEC, error_reply, next_hop_headers
+from natriton.pipeline import REPLY_CODEC, error_reply, infer_task, next_hop_headers
 from natriton.profiles import VadProfile, audio_only
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton.streams import open_registry
@@ -139,10 +138,10 @@ class IngestApp:
             max_streams=settings.audio_max_streams,
         )
         """The live audio streams this copy owns (:mod:`natriton_ingest.audio_streams`)."""
-        self.handoff: SlotPool | None = None
-        if runtime.shm_domain and settings.handoff_max_bytes:
-            self.handoff = SlotPool(f"natriton-{runtime.micro.id}", runtime.shm_domain, settings.handoff_max_bytes)
-        """This copy's shared-memory slots for tensors on their way to the router (decision 0011)."""
+        self.handoff = Sender(
+            lambda: self.stages.shares_memory("router", runtime.shm_domain), settings.handoff_min_bytes
+        )
+        """Ready-made tensors on their way to the router, through this copy's shared memory (decision 0011)."""
         self.tenants = TenantGate(parse_limits(settings.tenant_limits))
         self._sequence = itertools.count()
         """Mesh ids are this copy's unique instance id plus a sequence number (cheaper than a random UUID)."""
@@ -158,6 +157,7 @@ class IngestApp:
         """Called with each camera result and its frame (the live page hooks in here)."""
 
     async def start(self) -> None:
+        self.handoff.open(self.runtime.micro.id, self.runtime.shm_domain, self.settings.handoff_max_bytes)
         await self.stages.start(self.runtime.nc)
         await self.ingest_copies.start(self.runtime.nc)
         self.runtime.spawn(self._refuse_stranded_once_settled())
@@ -242,8 +242,7 @@ class IngestApp:
         await self.catalog.stop()
         await self.routes.stop()
         await self.cache.close()
-        if self.handoff is not None:
-            self.handoff.close()
+        self.handoff.close()
 
     def stats(self) -> dict[str, Any]:
         """Cache, coalescing and admission numbers for ``$SRV.STATS``."""
@@ -255,7 +254,7 @@ class IngestApp:
             "near_cache_hits": self.near.hits,
             "near_cache_entries": len(self.near),
             "pending": dict(self.pending_per_model),
-            "handoff": self.handoff.stats() if self.handoff is not None else {},
+            "handoff": self.handoff.stats(),
         }
 
     def metrics(self) -> list[Metric]:
@@ -283,19 +282,7 @@ class IngestApp:
             family = counter(name, doc, [])
             family.add_metric([], value)
             metrics.append(family)
-        handoff = counter(
-            "natriton_ingest_handoff",
-            "Large ready-made tensors by how they went to the router: shared_memory (decision 0011), inline_no_room "
-            "(every slot busy), inline_other_host (a router copy does not share this copy's /dev/shm).",
-            ["outcome"],
-        )
-        pool = self.handoff.stats() if self.handoff is not None else {}
-        handoff.add_metric(["shared_memory"], pool.get("handed", 0))
-        handoff.add_metric(["inline_no_room"], pool.get("no_room", 0))
-        handoff.add_metric(["inline_other_host"], self.counts["handoff_inline_other_host"])
-        held = gauge("natriton_ingest_handoff_bytes", "Shared memory this copy's hand-off slots hold.", [])
-        held.add_metric([], pool.get("bytes", 0))
-        metrics += [handoff, held]
+        metrics += self.handoff.metrics("ingest")
         pending = gauge("natriton_ingest_pending", "Requests in the pipeline per model.", ["model"])
         for model, n in sorted(self.pending_per_model.items()):
             pending.add_metric([model], n)
@@ -509,13 +496,9 @@ class IngestApp:
         stored = ""
         slot: Taken | None = None
         try:
-            if isinstance(task.input, TensorInput):
-                slot = self._hand_off(task.input.tensors)
-                if slot is None:
-                    infer = InferTask(job=task.job, inputs=task.input.tensors)
-                else:  # the bytes wait in this copy's shared memory until the reply (or the deadline)
-                    inputs = tuple(msgspec.structs.replace(t, data=b"") for t in task.input.tensors)
-                    infer = InferTask(job=task.job, inputs=inputs, handoff=slot.ref)
+            if isinstance(task.input, TensorInput):  # large ones wait in shared memory until the reply (or deadline)
+                slot = self.handoff.offer([t.data for t in task.input.tensors])
+                infer = infer_task(task.job, task.input.tensors, slot)
                 subject, payload = subjects.ROUTE, INFER_TASKS.encode(infer)
             elif isinstance(task.input, ImageInput) and (stored := await self._store_large_image(task.input, admitted)):
                 frame = FrameRef(key=stored, width=0, height=0, encoding="image", size=len(task.input.data))
@@ -532,8 +515,7 @@ class IngestApp:
         finally:
             self.pending.pop(mesh_id, None)
             self.in_flight.pop(mesh_id, None)
-            if slot is not None and self.handoff is not None:
-                self.handoff.give_back(slot)
+            self.handoff.give_back(slot)
             if stored:
                 await self.frames.delete(stored)
         try:
@@ -541,16 +523,6 @@ class IngestApp:
         except msgspec.MsgspecError as exc:
             raise MeshError(ErrorCode.INTERNAL, "an internal reply did not decode") from exc
         return _raise_if_error(reply)
-
-    def _hand_off(self, tensors: tuple[Tensor, ...]) -> Taken | None:
-        """A shared-memory slot holding ``tensors``' bytes, when they are large enough and every router copy shares
-        this copy's ``/dev/shm``; None: send them inline."""
-        if self.handoff is None or sum(len(t.data) for t in tensors) < self.settings.handoff_min_bytes:
-            return None
-        if not self.stages.shares_memory("router", self.runtime.shm_domain):
-            self.counts["handoff_inline_other_host"] += 1
-            return None
-        return self.handoff.take([t.data for t in tensors])
 
     def _refuse_if_a_stage_is_down(self, stages: tuple[str, ...]) -> None:
         for stage in stages:

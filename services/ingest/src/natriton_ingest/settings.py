@@ -38,11 +38,6 @@ class Settings(CommonSettings, frozen=True, kw_only=True):
     """Most answers kept in memory for the near cache (the least recently used go first)."""
     coalesce: bool = True
     """Identical requests (same cache key) in flight at once share one inference."""
-    handoff_min_bytes: int = 64 * 1024
-    """Ready-made tensors of at least this many bytes go to the router through shared memory when every router copy
-    shares this copy's ``/dev/shm`` (``NATRITON_HANDOFF``, decision 0011); smaller ones travel inline."""
-    handoff_max_bytes: int = 64 * 1024**2
-    """The most shared memory this copy's hand-off slots take; a request that finds no room goes inline."""
     tenant_limits: str = ""
     """Per-tenant limits of this copy, ``<tenant>:<rate>/s:<max pending>`` comma-separated (``*``: every tenant not
     named; 0: no limit), e.g. ``*:50/s:100,TENANT_A:200/s:400``. A tenant is the NATS account a request came from
@@ -104,8 +99,6 @@ class Settings(CommonSettings, frozen=True, kw_only=True):
             raise ValueError("the audio_*_s settings must be > 0 and audio_max_streams >= 0")
         if self.max_payload_bytes < 1:
             raise ValueError("max_payload_bytes must be >= 1")
-        if self.handoff_min_bytes < 0 or self.handoff_max_bytes < 0:
-            raise ValueError("handoff_min_bytes and handoff_max_bytes must be >= 0")
         if min(self.realtime_frames_in_flight, self.reliable_frames_in_flight) < 1 or self.max_cameras < 0:
             raise ValueError("frames in flight must be >= 1 and max_cameras >= 0")
         if min(self.camera_lease_ttl_s, self.realtime_frame_deadline_s, self.reliable_frame_deadline_s) <= 0:

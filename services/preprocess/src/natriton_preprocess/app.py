@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -17,8 +18,10 @@ from natriton import deadletters, subjects
 from natriton.audio import model_inputs
 from natriton.catalog import ModelCatalog, ModelFiles
 from natriton.claimcheck import FrameStore
+from natriton.envelope import Envelope
 from natriton.errors import MeshError
 from natriton.frames import CONSUMER_NAMES, STREAM_NAMES, ensure_results_stream, ensure_streams, frames_subject
+from natriton.handoff import Sender
 from natriton.messages import (
     AudioInput,
     Codec,
@@ -26,14 +29,16 @@ from natriton.messages import (
     FrameTask,
     ImageInput,
     InferTask,
+    Job,
     PreprocessTask,
     StreamMode,
     Tensor,
     TextInput,
 )
-from natriton.pipeline import decode_task, next_hop_headers, reply_error_to_owner, serve_stage
+from natriton.pipeline import decode_task, infer_task, next_hop_headers, reply_error_to_owner, serve_stage
 from natriton.profiles import ImageSpec
 from natriton.runtime import Inbound, ServiceRuntime
+from natriton_client.liveness import HeartbeatWatch
 from natriton_preprocess.logic import (
     DecodeLimits,
     check_tensors,
@@ -49,6 +54,8 @@ from natriton_preprocess.text import text_spec_of, text_to_tensors
 TASKS: Codec[PreprocessTask] = Codec(PreprocessTask)
 FRAMES: Codec[FrameTask] = Codec(FrameTask)
 OUT: Codec[InferTask] = Codec(InferTask)
+HANDOFF_GRACE_S = 1.0
+"""A slot the router never marked read is taken again this long after its request's deadline."""
 T = TypeVar("T")
 
 
@@ -74,8 +81,21 @@ class PreprocessApp:
             if settings.decode_threads > 0
             else None
         )
+        self.routers = HeartbeatWatch(
+            subjects.heartbeat_subject("router"), on_lost=lambda dead: None, settle_s=settings.heartbeat_dead_after_s
+        )
+        """Which router copies are alive, and which ``/dev/shm`` each sees."""
+        self.handoff = Sender(
+            lambda: self.routers.shares_memory("router", self.runtime.shm_domain), settings.handoff_min_bytes
+        )
+        """Decoded tensors on their way to the router, through this copy's shared memory (decision 0011): a slot
+        is free again once the router has read it, or once the request's deadline has passed."""
 
     async def start(self) -> None:
+        self.handoff.open(self.runtime.micro.id, self.runtime.shm_domain, self.settings.handoff_max_bytes)
+        await self.routers.start(self.runtime.nc)
+        self.runtime.stats_extension = lambda: {"handoff": self.handoff.stats()}
+        self.runtime.metrics_extension = lambda: self.handoff.metrics("preprocess")
         await self.catalog.start(self.runtime.nc)
         await serve_stage(self.runtime, "preprocess", subjects.PREPROCESS, self.handle)
         await serve_stage(self.runtime, "preprocess_stored", subjects.PREPROCESS_STORED, self.handle_frame)
@@ -103,6 +123,8 @@ class PreprocessApp:
             )
 
     async def stop(self) -> None:
+        await self.routers.stop()
+        self.handoff.close()
         await self.catalog.stop()
         await self.frames.close()
         if self.pool is not None:
@@ -162,8 +184,7 @@ class PreprocessApp:
             inputs = await self.offload(text_to_tensors, task.input.text, spec, tokenizer)
         else:
             inputs = check_tensors(task.input.tensors, info)
-        out = InferTask(job=job, inputs=inputs)
-        self.runtime.publish_soon(subjects.ROUTE, OUT.encode(out), next_hop_headers(envelope))
+        self.send_to_router(job, inputs, envelope)
 
     async def handle_frame(self, inbound: Inbound) -> None:
         """A stored image (a claim check: a camera frame from a frames stream, or a large request's image) →
@@ -175,7 +196,14 @@ class PreprocessApp:
         data = await self.frames.get(task.frame.key)
         tensor, (width, height) = await self.frame_tensor(data, task.frame, layout)
         job = msgspec.structs.replace(task.job, source_width=width, source_height=height)
-        out = InferTask(job=job, inputs=(tensor,))
+        self.send_to_router(job, (tensor,), envelope)
+
+    def send_to_router(self, job: Job, inputs: tuple[Tensor, ...], envelope: Envelope) -> None:
+        """The router's task, packed with this turn's others; large inputs wait in shared memory until the router
+        has read them (or the deadline has passed, and a little more)."""
+        expires_s = time.monotonic() + envelope.remaining_s() + HANDOFF_GRACE_S
+        slot = self.handoff.offer([t.data for t in inputs], expires_s=expires_s)
+        out = infer_task(job, inputs, slot)
         self.runtime.publish_soon(subjects.ROUTE, OUT.encode(out), next_hop_headers(envelope))
 
     async def frame_error(self, inbound: Inbound, error: MeshError) -> None:
