@@ -133,9 +133,10 @@ REMEDIES[f"mesh_vs_ensemble_p99_ratio_c{P99_CONCURRENCY}"] = (
     "services shortens every queue."
 )
 REMEDIES["preprocess_cpu_ratio"] = (
-    "Preprocess vs its bare function: the rest is a fixed cost per message (reading 80 KB and writing 150 KB "
-    "through nats-server, the runtime's dispatch), and decode itself costs more in a process that shares the "
-    "cores with Triton and NATS than in a quiet loop (loadtests/preprocess_cost.py measures the loaded bare cost)."
+    "Preprocess vs its bare function: the rest is a fixed cost per message (reading the 80 KB JPEG from "
+    "nats-server, copying the 150 KB tensor into a hand-off slot (decision 0011), the runtime's dispatch), and "
+    "decode itself costs more in a process that shares the cores with Triton and NATS than in a quiet loop "
+    "(loadtests/preprocess_cost.py measures the loaded bare cost)."
 )
 REMEDIES[f"mesh_vs_floor{FLOOR_WORKERS}_ratio_c{P99_CONCURRENCY}"] = (
     "Mesh vs one process: everything the mesh spends beyond decode + inference + top-k (services, NATS, the Triton "
