@@ -288,7 +288,8 @@ def test_stream_add_ls_rm_round_trip(stack: LocalStack, state_dir: Path) -> None
     try:
         secret_url = "rtsp://admin:s3cret@10.0.0.7/live"
         added = as_json(natriton("stream", "add", camera, secret_url, "--fps", "5", "--mode", "reliable",
-                                 "--no-change-gate", "--json", *url, state_dir=state_dir))  # fmt: skip
+                                 "--no-change-gate", "--audio-model", "silero_vad", "--json", *url,
+                                 state_dir=state_dir))  # fmt: skip
         assert added["ok"] and added["action"] == "add" and added["message"] == f"camera {camera} added"
         (info,) = added["streams"]
         assert info["source"]["url"] == "rtsp://***@10.0.0.7/live"  # credentials never come back
@@ -296,7 +297,7 @@ def test_stream_add_ls_rm_round_trip(stack: LocalStack, state_dir: Path) -> None
         (mine,) = [s for s in listed["streams"] if s["source"]["camera"] == camera]
         assert mine["source"] | {"url": ""} == {
             "type": "stream_source", "camera": camera, "url": "", "model": "face_detector", "fps": 5.0,
-            "mode": "reliable", "change_gate": False, "loop": False,
+            "mode": "reliable", "change_gate": False, "loop": False, "audio_model": "silero_vad",
         }  # fmt: skip
         table = natriton("stream", "ls", *url, state_dir=state_dir)
         assert table.returncode == 0 and camera in table.stdout and "s3cret" not in table.stdout
