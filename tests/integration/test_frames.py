@@ -90,11 +90,12 @@ async def test_a_reliable_camera_gets_every_frame_answered_and_acknowledged(stac
 async def test_a_frame_whose_pixels_are_gone_is_answered_with_a_typed_error(stack: LocalStack, nc: NATS) -> None:
     store = FrameStore(stack.redis_url)
     astronaut = np.ascontiguousarray(skdata.astronaut())  # type: ignore[no-untyped-call]
-    try:
-        answers = await send_frames(nc, store, [astronaut, astronaut], StreamMode.REALTIME, "test-missing", missing=0)
+    realtime = StreamMode.REALTIME
+    try:  # one camera each: a real-time camera keeps one waiting frame, so a second could replace the first
+        (missing,) = (await send_frames(nc, store, [astronaut], realtime, "test-missing", missing=0)).values()
+        (present,) = (await send_frames(nc, store, [astronaut], realtime, "test-present")).values()
     finally:
         await store.close()
-    missing, present = answers[0], answers[1]
     assert isinstance(missing, ErrorReply) and missing.code == "not_found" and "expired" in missing.message
     assert isinstance(present, InferResponse)
     info = await nc.jetstream().consumer_info(STREAM_NAMES[StreamMode.REALTIME], "preprocess_realtime")
