@@ -18,6 +18,7 @@ from nats.aio.client import Client as NATS
 
 from natriton_client.aio import MeshClient
 from natriton_dev.images import sample_photos
+from natriton_dev.media import MediaUnavailableError, fetch_sounds
 from natriton_dev.otlp import OtlpSink
 from natriton_dev.stack import LocalStack
 
@@ -68,6 +69,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory, otlp_sink: OtlpSink) -> Iter
     }
     with LocalStack(workdir, model_repository=repository, service_env=env) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def alsa_sounds() -> dict[str, bytes]:
+    """The alsa-utils recordings (WAV, 48 kHz) by file name; the test fails with the fetch's message when they cannot
+    be had."""
+    try:
+        return {path.name: path.read_bytes() for path in fetch_sounds()}
+    except MediaUnavailableError as exc:
+        pytest.fail(f"the alsa sounds are needed (make media): {exc}")
 
 
 @pytest.fixture(scope="session")

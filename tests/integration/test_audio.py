@@ -25,7 +25,7 @@ from natriton.errors import ErrorCode
 from natriton.messages import AudioInput, ErrorReply, InferResponse, Reply, SpeechSegments
 from natriton.tensors import to_tensor
 from natriton_client.aio import MeshClient
-from natriton_dev.media import NOISE, VOICES, MediaUnavailableError, fetch_sounds
+from natriton_dev.media import NOISE, VOICES
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 MODEL = "silero_vad"
@@ -38,12 +38,8 @@ REFERENCE_MODEL = Path(_SPEC.origin).parent / "data" / "silero_vad.onnx"
 
 
 @pytest.fixture(scope="module")
-def sounds() -> dict[str, bytes]:
-    """The alsa-utils recordings (WAV, 48 kHz); the test fails with the fetch's message when they cannot be had."""
-    try:
-        return {path.name: path.read_bytes() for path in fetch_sounds()}
-    except MediaUnavailableError as exc:
-        pytest.fail(f"the alsa sounds are needed (make media): {exc}")
+def sounds(alsa_sounds: dict[str, bytes]) -> dict[str, bytes]:
+    return alsa_sounds
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import pytest_asyncio
 from natriton.audio import decode_audio
 from natriton.messages import AudioInput, InferResponse, SpeechSegments
 from natriton_client.aio import MeshClient
-from natriton_dev.media import NOISE, VOICES, MediaUnavailableError, fetch_sounds
+from natriton_dev.media import NOISE, VOICES
 from natriton_dev.stack import LocalStack
 from tests.integration.conftest import REPO_MODELS
 
@@ -61,14 +61,6 @@ async def voices_client(voices_stack: LocalStack) -> AsyncIterator[MeshClient]:
     await client.close()
 
 
-@pytest.fixture(scope="module")
-def recordings() -> dict[str, bytes]:
-    try:
-        return {path.name: path.read_bytes() for path in fetch_sounds()}
-    except MediaUnavailableError as exc:
-        pytest.fail(f"the alsa sounds are needed (make media): {exc}")
-
-
 async def segments_of(client: MeshClient, model: str, wav: bytes) -> SpeechSegments:
     deadline = time.monotonic() + 30
     while True:  # the tuned model may still be loading when the first test starts
@@ -81,9 +73,9 @@ async def segments_of(client: MeshClient, model: str, wav: bytes) -> SpeechSegme
 
 @pytest.mark.parametrize("voice", VOICES)
 async def test_each_voice_recording_gives_one_utterance_inside_it(
-    voices_client: MeshClient, recordings: dict[str, bytes], voice: str
+    voices_client: MeshClient, alsa_sounds: dict[str, bytes], voice: str
 ) -> None:
-    wav = recordings[voice]
+    wav = alsa_sounds[voice]
     length_s = decode_audio(wav, max_bytes=64 << 20, max_duration_s=60).duration_s
     tuned = await segments_of(voices_client, TUNED, wav)
     assert len(tuned.segments) == 1, tuned
@@ -102,7 +94,7 @@ async def test_each_voice_recording_gives_one_utterance_inside_it(
 
 @pytest.mark.parametrize("model", ["silero_vad", TUNED])
 async def test_the_noise_recording_gives_no_speech(
-    voices_client: MeshClient, recordings: dict[str, bytes], model: str
+    voices_client: MeshClient, alsa_sounds: dict[str, bytes], model: str
 ) -> None:
-    result = await segments_of(voices_client, model, recordings[NOISE])
+    result = await segments_of(voices_client, model, alsa_sounds[NOISE])
     assert result.segments == () and result.duration_s > 1.0, result

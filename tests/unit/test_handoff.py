@@ -109,7 +109,7 @@ def test_the_router_refuses_another_hosts_slot_and_a_gone_segment(pool: SlotPool
     gone = HandoffRef(domain=DOMAIN, segment=f"natriton-test-gone-{uuid.uuid4().hex}", generation=1, sizes=(1,))
     with pytest.raises(StaleHandoffError, match="gone"):
         reader.read(gone)
-    for bad in ("../etc", ".hidden", "a/b"):
+    for bad in ("../etc", ".hidden", "a/b", "pulse-shm-12345", "sem.natriton-x"):  # only the mesh's own segments
         with pytest.raises(StaleHandoffError, match="not a hand-off segment"):
             reader.read(HandoffRef(domain=DOMAIN, segment=bad, generation=1, sizes=(1,)))
     too_long = HandoffRef(domain=DOMAIN, segment=taken.ref.segment, generation=1, sizes=(10 * MIN_SLOT_BYTES,))

@@ -58,6 +58,7 @@ MIN_SLOT_BYTES: Final = 256 * 1024
 QUARANTINE_S: Final = 0.25
 """How long a slot given back rests before it is taken again (a reader still copying from it has long finished)."""
 SHM_DIR: Final = Path("/dev/shm")
+SEGMENT_PREFIX: Final = "natriton-"
 _GENERATION: Final = struct.Struct("<Q")
 
 
@@ -251,7 +252,7 @@ class Sender:
         """Make the pool: up to ``max_bytes`` of segments named after ``instance`` (none without a ``domain``, i.e.
         hand-off off or no ``/dev/shm``, or with a budget of 0)."""
         if domain and max_bytes and self.pool is None:
-            self.pool = SlotPool(f"natriton-{instance}", domain, max_bytes)
+            self.pool = SlotPool(f"{SEGMENT_PREFIX}{instance}", domain, max_bytes)
 
     def offer(self, buffers: Sequence[bytes], *, expires_s: float | None = None) -> Taken | None:
         """A slot holding ``buffers``, or None: send them inline (see :meth:`SlotPool.take` for ``expires_s``)."""
@@ -355,7 +356,7 @@ class SlotReader:
         if view is not None:
             self._maps.move_to_end(segment)
             return view
-        if "/" in segment or segment.startswith("."):
+        if "/" in segment or not segment.startswith(SEGMENT_PREFIX):  # only the mesh's own slots, never another file
             raise StaleHandoffError(f"not a hand-off segment: {segment[:64]!r}")
         path = SHM_DIR / segment
         try:
