@@ -33,7 +33,7 @@ from loadtests.harness.payloads import body_factory, noop_body
 from loadtests.harness.progress import Progress
 from loadtests.harness.recorder import Recorder
 from loadtests.harness.scenario import Payload, TensorPayload
-from loadtests.harness.stack import MeshStack, cpu_per_request_us
+from loadtests.harness.stack import MeshStack, cpu_per_request_us, syscalls_per_request
 
 LOADS = ("classifier_c1", "classifier_c16", "noop_4kb_c64", "noop_150kb_c64", "cache_hit_1000")
 SERVICES = ("ingest", "preprocess", "router", "postprocess")
@@ -110,7 +110,7 @@ def profile(stack: MeshStack, load: str, duration_s: float, workdir: Path, py_sp
     """Warm up, then sample every service with py-spy (unless ``py_spy`` is '') while the load runs."""
     progress = Progress()
     uvloop.run(drive(stack, load, 2.0, progress))  # warm-up
-    cpu0 = stack.cpu_snapshot()
+    cpu0, calls0 = stack.cpu_snapshot(), stack.syscall_snapshot()
     spies = {}
     for service in SERVICES if py_spy else ():
         out = workdir / f"{load}_{service}.txt"
@@ -128,6 +128,7 @@ def profile(stack: MeshStack, load: str, duration_s: float, workdir: Path, py_sp
         "load": load,
         "completed": completed,
         "cpu_us_per_request": cpu_per_request_us(cpu0, stack.cpu_snapshot(), completed),
+        "syscalls_per_request": syscalls_per_request(calls0, stack.syscall_snapshot(), completed),
         "services": {s: top_frames(out) if out.exists() else {} for s, (_, out) in spies.items()},
     }
     return result
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out_dir.mkdir(parents=True, exist_ok=True)
             (args.out_dir / f"profile_{load}.json").write_text(json.dumps(result, indent=2) + "\n")
             print(f"\n== {load}: {result['completed']} requests; CPU µs/request {result['cpu_us_per_request']}")
+            print(f"   system calls per request (reads, writes): {result['syscalls_per_request']}")
             for service, share in result["services"].items():
                 print(f"  -- {service} ({share.get('samples', 0)} samples), self time:")
                 for frame, pct in list(share.get("self", {}).items())[:8]:

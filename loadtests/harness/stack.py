@@ -41,6 +41,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def syscalls(pid: int) -> tuple[int, int]:
+    """Read-like and write-like system calls made so far by one process (``/proc/<pid>/io``; 0 when it is gone).
+
+    Counts ``read``/``readv`` and ``write``/``writev`` (what uvloop and Go's runtime use on sockets), not
+    ``recvfrom``/``sendto``."""
+    try:
+        fields = dict(line.split(": ", 1) for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    except (OSError, ValueError):
+        return 0, 0
+    return int(fields.get("syscr", 0)), int(fields.get("syscw", 0))
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of one process in MB (0 when it is gone)."""
     try:
@@ -199,6 +211,14 @@ class MeshStack:
         snap["loadgen"] = cpu_seconds(os.getpid())
         return snap
 
+    def syscall_snapshot(self) -> dict[str, tuple[int, int]]:
+        """(reads, writes) system calls so far per component, as :func:`syscalls` counts them."""
+        snap: dict[str, tuple[int, int]] = {}
+        for name, pids in self.pids().items():
+            counts = [syscalls(p) for p in pids]
+            snap[name] = (sum(c[0] for c in counts), sum(c[1] for c in counts))
+        return snap
+
     def rss(self) -> dict[str, float]:
         """Resident memory per component in MB."""
         return {name: round(sum(rss_mb(p) for p in pids), 1) for name, pids in self.pids().items()}
@@ -243,6 +263,20 @@ def cpu_per_request_us(before: Mapping[str, float], after: Mapping[str, float], 
     if requests <= 0:
         return {}
     return {k: round((after.get(k, 0.0) - before.get(k, 0.0)) / requests * 1e6, 1) for k in after}
+
+
+def syscalls_per_request(
+    before: Mapping[str, tuple[int, int]], after: Mapping[str, tuple[int, int]], requests: int
+) -> dict[str, tuple[float, float]]:
+    """(reads, writes) system calls per request of each component between two snapshots (empty when none
+    completed)."""
+    if requests <= 0:
+        return {}
+    out = {}
+    for k, (reads, writes) in after.items():
+        r0, w0 = before.get(k, (0, 0))
+        out[k] = (round((reads - r0) / requests, 2), round((writes - w0) / requests, 2))
+    return out
 
 
 def batch_size(before: Mapping[str, int], after: Mapping[str, int]) -> float | None:
