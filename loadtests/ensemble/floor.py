@@ -3,7 +3,7 @@
 Per request: ``natriton_preprocess.logic.prepare_image`` (decode, resize, crop, with the service's default limits),
 onnxruntime on the ONNX file Triton serves (``model_repository/<model>/<version>/model.onnx``) with the session
 options of ``model_repository/onnx_model.py`` (``onnx.intra_op_threads`` from the model's config, one inter-op
-thread, sequential, CPU), then ``natriton_postprocess.logic.top_k``: the same functions the ensemble's stubs call.
+thread, sequential, CPU), then ``natriton.answers.top_k``: the same functions the ensemble's stubs call.
 
 ``workers`` threads share one session (``run`` is thread-safe; with one intra-op thread each call runs on its
 caller's thread), each classifying one JPEG at a time back to back: a closed loop with ``workers`` in flight and batch

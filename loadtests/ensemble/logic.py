@@ -2,7 +2,7 @@
 
 Preprocess is ``natriton_preprocess.logic.prepare_image`` with the service's default decode limits and the
 ``ImageSpec`` the mesh's catalog derives from ``mobilenet_v2``'s config (:func:`natriton.profiles.build_profile`);
-postprocess is ``natriton_postprocess.logic.top_k`` (softmax, then the k best) with the model's labels. Both the
+postprocess is ``natriton.answers.top_k`` (softmax, then the k best) with the model's labels. Both the
 Triton stubs (``models/*/1/model.py`` via :mod:`.backend`) and :mod:`.floor` call these, so the three systems of
 the scenario do identical work per image.
 """
@@ -100,7 +100,7 @@ def top_k_arrays(
 ) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.float32]]:
     """Logits [N, C] → (labels as a BYTES array [N, k], scores FP32 [N, k]), best first, by the mesh postprocess's
     ``top_k`` per row."""
-    from natriton_postprocess.logic import top_k
+    from natriton.answers import top_k
 
     rows = logits.reshape(logits.shape[0], -1)
     names = np.empty((rows.shape[0], k), dtype=np.object_)

@@ -236,7 +236,8 @@ def section(
         "## Mesh vs a Triton ensemble (JPEG → top-5, closed loop), and the in-process floor",
         "",
         f"The job: one JPEG ({result.get('image')}, {result.get('image_bytes', 0) / 1024:.0f} KB) in, the top-5 "
-        "classes with scores out. **mesh**: through ingest → preprocess → router → Triton → postprocess. "
+        "classes with scores out. **mesh**: through ingest → preprocess → router → Triton, the router making the "
+        "top-5 answer itself (decision 0012). "
         f"**ensemble**: what a Triton user builds instead, one request to `{result.get('ensemble')}` ({steps}) in "
         f"the same tritonserver: a python preprocess with {result.get('ensemble_preprocess_instances', '-')} "
         "instances calling the mesh preprocess's own `prepare_image`, the same `mobilenet_v2` (same ONNX file, "

@@ -435,8 +435,10 @@ REMEDIES = {
         "router through its shared memory (decision 0011, measured 0.73x of the mesh's CPU per request at 16 in "
         "flight), and the router to Triton through Triton's (decision 0009). What is left is per message: ingest "
         "reading the 150 KB request, and in every service nats-py's parse and the socket write of its flusher (the "
-        "largest single item in each profile, `python -m loadtests.profile_mesh`). Fewer hops on the reply path "
-        "(postprocess answering the producer directly) or a compiled client would cut it further."
+        "largest single item in each profile, `python -m loadtests.profile_mesh`). The router now makes a "
+        "classifier's answer itself (decision 0012: one hop fewer). Fewer hops still (an answer straight to the "
+        "producer, which would take the reply's ownership from ingest, decision 0003) or a compiled client would "
+        "cut it further."
     ),
     "mesh_cpu_us_per_request_4kb": (
         "Mesh CPU at 4 KB: per message the runtime's dispatch and nats-py's parse and write remain; more requests per "
@@ -444,10 +446,12 @@ REMEDIES = {
     ),
     "added_latency_p50_ms": (
         "Added latency: one request at a time, every hop is a wake-up, a read, a parse and a write in two processes "
-        "and nats-server: producer → ingest → router, the router's gRPC call, then router → postprocess → ingest → "
-        "producer, where the direct client makes only the gRPC call. The tensor no longer rides the internal hops "
-        "(decisions 0009 and 0011). On this host the raw nats-py 4-hop chain alone takes ~3.3 ms p50 at 150 KB "
-        "(loadtests/results/runtime_choice.md), so 1 ms needs fewer hops, not cheaper ones."
+        "and nats-server: producer → ingest → router, the router's gRPC call, then router → ingest → producer "
+        "(the router makes the answer itself, decision 0012), where the direct client makes only the gRPC call. "
+        "The tensor no longer rides the internal hops (decisions 0009 and 0011). That is the four NATS messages of "
+        "the raw nats-py 4-hop chain, which alone takes ~3.3 ms p50 at 150 KB on this host "
+        "(loadtests/results/runtime_choice.md): 1 ms needs fewer hops than a mesh of services has, or a faster "
+        "client than nats-py."
     ),
     "noop_vs_raw_nats_ratio_4kb": (
         "No-op at 4 KB: the mesh does more per message than the raw relays (more hops: the reply path back through "
@@ -528,7 +532,8 @@ def _why_missed(summary: Mapping[str, Any], results: Mapping[str, dict[str, Any]
                 f"and nats-server {cpu.get('nats-server', 0):,.0f} µs. The "
                 "150 KB tensor crosses NATS once (producer → ingest; ingest hands it to the router in shared memory, "
                 "decision 0011) before the router's gRPC call to Triton, where the direct client makes that one gRPC "
-                "call; the answer then takes three small hops back (router → postprocess → ingest → producer)."
+                "call; the answer then takes two small hops back (router → ingest → producer: the router makes a "
+                "classifier's answer itself, decision 0012)."
             )
     noop = results.get(NOOP_VS_RAW) or {}
     for size, entry in sorted((noop.get("by_payload") or {}).items(), key=lambda kv: int(kv[0])):
@@ -670,9 +675,10 @@ def _noop_section(noop: Mapping[str, Any] | None, plots: Mapping[str, Path], doc
     out = [
         "## No-op model through the mesh vs the raw nats-py 4-hop chain (closed loop)",
         "",
-        "`noop` goes ingest → preprocess → router → Triton (gRPC, python backend) → postprocess → ingest → "
-        "producer; the raw chain is four plain nats-py relays (decode, trace context, encode, publish) from "
-        "`loadtests/runtime_choice` on the same nats-server. Same payload bytes; each at its best concurrency.",
+        "`noop` (a ready-made tensor) goes producer → ingest → router → Triton (gRPC, python backend) → ingest → "
+        "producer, the router making the answer itself (decision 0012); the raw chain is four plain nats-py relays "
+        "(decode, trace context, encode, publish) from `loadtests/runtime_choice` on the same nats-server. Same "
+        "payload bytes; each at its best concurrency.",
         "",
     ]
     rows = []

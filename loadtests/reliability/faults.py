@@ -44,6 +44,9 @@ from natriton_dev.stack import LocalStack
 log = logging.getLogger(__name__)
 MODEL = "mobilenet_v2"
 COPIES = {"ingest": 2, "preprocess": 2, "router": 2, "postprocess": 2}
+SERVICE_ENV = {"NATRITON_ROUTER_ANSWERS": "false"}
+"""Every answer made by postprocess (decision 0012 would have the router make a classifier's), so each of the four
+services holds requests when it is killed, as on a detector's path."""
 FAULTS: tuple[str, ...] = (
     "kill -9 router",
     "kill -9 preprocess",
@@ -214,7 +217,9 @@ async def run_faults(
     per_row = int(settings.rate * settings.duration_s)
     images = await asyncio.to_thread(unique_images, per_row * len(faults), 1)
     rows = []
-    with LocalStack(workdir, copies=COPIES, load_models=(MODEL,), model_control_mode="explicit") as stack:
+    with LocalStack(
+        workdir, copies=COPIES, load_models=(MODEL,), model_control_mode="explicit", service_env=SERVICE_ENV
+    ) as stack:
         for number, fault in enumerate(faults):
             await asyncio.to_thread(wait_healthy, stack)
             await asyncio.to_thread(wait_until, lambda: stack.triton.is_running, 60.0, 0.2, "tritonserver running")
@@ -229,6 +234,7 @@ async def run_faults(
     meta: dict[str, object] = {
         "model": MODEL,
         "copies": COPIES,
+        "service_env": SERVICE_ENV,
         "rate_per_s": settings.rate,
         "duration_s": settings.duration_s,
         "fault_at_s": settings.fault_at_s,

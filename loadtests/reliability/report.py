@@ -13,6 +13,14 @@ RESULTS = REPO_ROOT / "loadtests" / "results"
 DOC = REPO_ROOT / "docs" / "reliability.md"
 
 
+def _answers_note(meta: Mapping[str, Any]) -> str:
+    """How the run had answers made (runs before decision 0012 name no setting: postprocess made every one)."""
+    env = meta.get("service_env") or {}
+    if env.get("NATRITON_ROUTER_ANSWERS") == "false":
+        return ", every answer made by postprocess (`NATRITON_ROUTER_ANSWERS=false`: each service holds requests)"
+    return ""
+
+
 def fault_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The fault table in Markdown."""
     lines = [
@@ -59,7 +67,7 @@ def write_faults(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], com
     body = (
         f"Command: `{command}` — {meta['rate_per_s']:.0f} req/s for {meta['duration_s']:.0f} s per row, the fault at "
         f"t = {meta['fault_at_s']:.0f} s, a {meta['deadline_s']:.0f} s deadline, copies {meta['copies']}, model "
-        f"`{meta['model']}`. Results: `loadtests/results/faults.json`, a timeline per row: "
+        f"`{meta['model']}`{_answers_note(meta)}. Results: `loadtests/results/faults.json`, a timeline per row: "
         "`loadtests/results/faults.png`."
         "\n\n" + fault_table(rows)
     )

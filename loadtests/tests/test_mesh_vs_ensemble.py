@@ -128,7 +128,7 @@ def test_preprocess_batch_is_prepare_image_per_item(jpeg: bytes) -> None:
 
 
 def test_top_k_arrays_are_the_mesh_postprocess_top_k_per_row() -> None:
-    from natriton_postprocess.logic import top_k
+    from natriton.answers import top_k
 
     labels = tuple(f"class {i}" for i in range(10))
     rng = np.random.default_rng(3)

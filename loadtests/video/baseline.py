@@ -4,7 +4,7 @@ Per frame: decode with PyAV (the frames a camera at the scenario's fps keeps), p
 preprocess code (``natriton_preprocess.logic.image_to_model_input`` with the model's ``ImageSpec`` from the
 catalog), onnxruntime on the ONNX file Triton's python backend runs (``model_repository/<model>/<version>/
 model.onnx``) with the session options of ``model_repository/onnx_model.py`` (``onnx.intra_op_threads`` from the
-model's config, one inter-op thread, sequential), and the mesh's postprocess (``natriton_postprocess.logic.
+model's config, one inter-op thread, sequential), and the mesh's postprocess (``natriton.answers.
 to_result``, per frame as postprocess gets it). Frames go through onnxruntime in batches of a given size.
 
 ``jpeg=True`` adds what the mesh's claim check adds per frame: the camera owner's JPEG encode
@@ -77,7 +77,7 @@ class InProcessDetector:
 
     def postprocess(self, outputs: dict[str, np.ndarray[Any, Any]], item: int, width: int, height: int) -> Any:
         """Item ``item`` of a batch's outputs → the answer, as postprocess makes it from that request's tensors."""
-        from natriton_postprocess.logic import to_result
+        from natriton.answers import to_result
 
         tensors = tuple(to_tensor(name, outputs[name][item : item + 1]) for name in self.output_names)
         job = msgspec.structs.replace(self.job, source_width=width, source_height=height)

@@ -385,7 +385,7 @@ def _baseline_section(result: Mapping[str, Any]) -> list[str]:
         "One process, the mesh idle: PyAV decodes `Megamind.avi` (the frames a camera at this fps keeps), the mesh's "
         "preprocess code prepares them (`natriton_preprocess.logic.image_to_model_input` with the catalog's image "
         "spec), onnxruntime runs the ONNX file Triton serves with the same session options, the mesh's postprocess "
-        "(`natriton_postprocess.logic.to_result`) decodes each frame. The last row adds the claim check's JPEG round "
+        "(`natriton.answers.to_result`) decodes each frame. The last row adds the claim check's JPEG round "
         "trip (the camera owner's `encode_jpeg`, preprocess's `prepare_frame`).",
         "",
     ]

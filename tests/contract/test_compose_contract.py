@@ -87,7 +87,7 @@ def test_start_order(compose: dict[str, Any]) -> None:
         deps = compose["services"][service]["depends_on"]
         return {name for name, dep in deps.items() if dep["condition"] == "service_healthy"}
 
-    assert healthy("router") == {"nats", "triton", "triton-cpu"}
+    assert healthy("router") == {"nats", "redis", "triton", "triton-cpu"}
     for service in ("ingest", "preprocess", "postprocess"):
         assert healthy(service) == {"nats", "redis", "router"}, service  # the catalog exists once the router is ready
 

@@ -419,7 +419,7 @@ def test_secrets_and_credentials(rendered: dict[str, list[dict[str, Any]]]) -> N
     for service in SETTINGS:
         main = container(docs, service)
         env = {entry["name"]: entry for entry in main["env"]}
-        if service in ("ingest", "preprocess", "postprocess"):  # the Redis clients: result cache and frame store
+        if service in ("ingest", "preprocess", "router", "postprocess"):  # Redis clients: result cache, frame store
             assert env["NATRITON_REDIS_URL"]["valueFrom"] == {"secretKeyRef": {"name": "natriton-redis", "key": "url"}}
         else:
             assert "NATRITON_REDIS_URL" not in env

@@ -25,6 +25,7 @@ from PIL import Image
 from skimage import data as skdata
 from tritonclient.grpc import model_config_pb2
 
+from natriton.answers import to_result
 from natriton.errors import ErrorCode, MeshError
 from natriton.messages import Classification, Codec, Detections, Job, ModelInfo, SpeechSegments
 from natriton.profiles import (
@@ -43,7 +44,6 @@ from natriton.profiles import (
     build_profile,
 )
 from natriton.tensors import check_against_specs, to_array, to_tensor
-from natriton_postprocess.logic import to_result
 from natriton_preprocess.logic import DecodeLimits, image_spec_of, image_to_tensor, prepare_image, vad_profile_of
 from natriton_preprocess.text import text_spec_of, text_to_tensors
 from natriton_router.logic import model_info_from_triton

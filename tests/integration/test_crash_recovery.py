@@ -3,6 +3,9 @@
 Each victim is frozen first (SIGSTOP: NATS keeps delivering to it, so it really holds requests), then killed. The
 owner of the requests notices the silence (heartbeats) and sends them again: ingest for a pipeline stage, the client
 library for an ingest copy. Every request gets exactly one answer, the right one; none fails.
+
+Every answer is made by postprocess here (``NATRITON_ROUTER_ANSWERS=false``, as for a detector), so each of the four
+services holds requests under load; ``test_router_answers_need_no_postprocess`` covers the default path.
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ a little more."""
 @pytest.fixture(scope="module")
 def crash_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     workdir: Path = tmp_path_factory.mktemp("crash-stack")
-    with LocalStack(workdir, model_repository=model_repository_of(workdir, MODEL), copies=COPIES) as running:
+    repository = model_repository_of(workdir, MODEL)
+    env = {"NATRITON_ROUTER_ANSWERS": "false"}
+    with LocalStack(workdir, model_repository=repository, copies=COPIES, service_env=env) as running:
         yield running
 
 
@@ -139,6 +144,14 @@ async def restart(stack: LocalStack, service: str, copy: int) -> None:
 async def test_kill_9_of_one_copy_under_load_costs_no_request(
     crash_stack: LocalStack, producer: AsyncClient, photos: dict[str, bytes], victim: str
 ) -> None:
+    await kill_9_under_load_costs_no_request(crash_stack, producer, photos, victim)
+
+
+async def kill_9_under_load_costs_no_request(
+    crash_stack: LocalStack, producer: AsyncClient, photos: dict[str, bytes], victim: str
+) -> None:
+    """Classify photos at RATE_PER_S while copy 1 of ``victim`` is frozen, then killed: every request gets exactly
+    one answer, the right one, in time, and someone (ingest, or the client for an ingest copy) sent again."""
     expected = {name: top_class(await producer.infer(MODEL, image=photos[name], use_cache=False)) for name in PHOTOS}
     resent_before = await asyncio.to_thread(ingest_total, crash_stack, "natriton_ingest_resent_total")
     client_resent_before = producer.resent

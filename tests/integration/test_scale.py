@@ -42,10 +42,13 @@ Counts = dict[str, dict[str, float]]
 
 @pytest.fixture(scope="module")
 def scaled_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """A stack of its own with several copies of every service; Triton serves only mobilenet_v2 (quicker start)."""
+    """A stack of its own with several copies of every service; Triton serves only mobilenet_v2 (quicker start).
+    Every answer is made by postprocess (``NATRITON_ROUTER_ANSWERS=false``), so each request passes all four
+    services, as a detector's does."""
     workdir: Path = tmp_path_factory.mktemp("scaled-stack")
     repository = model_repository_of(workdir, MODEL)
-    with LocalStack(workdir, model_repository=repository, copies=COPIES) as running:
+    env = {"NATRITON_ROUTER_ANSWERS": "false"}
+    with LocalStack(workdir, model_repository=repository, copies=COPIES, service_env=env) as running:
         yield running
 
 

@@ -23,13 +23,13 @@ from google.protobuf import json_format, text_format
 from PIL import Image
 from tritonclient.grpc import model_config_pb2
 
+from natriton.answers import to_result
 from natriton.messages import Detection, Detections, Job, ModelInfo
 from natriton.profiles import ColorOrder
 from natriton.tensors import to_tensor
 from natriton.video.change_gate import ChangeGate
 from natriton.video.events import TrackAppeared, TrackEvents, TrackLeft
 from natriton.video.tracking import CameraTracker, TrackedDetection
-from natriton_postprocess.logic import to_result
 from natriton_preprocess.logic import image_spec_of, resize_and_crop
 from natriton_router.logic import model_info_from_triton
 

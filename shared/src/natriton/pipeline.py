@@ -7,11 +7,13 @@ from typing import Final, TypeVar
 import msgspec
 
 from natriton import deadletters, subjects
+from natriton.answers import to_result
+from natriton.cache import ResultCache
 from natriton.envelope import Envelope
 from natriton.errors import MeshError, invalid_argument
 from natriton.handoff import Taken
 from natriton.headers import JETSTREAM_ACK_PREFIX
-from natriton.messages import Codec, ErrorReply, InferTask, Job, Reply, Tensor
+from natriton.messages import CacheEntry, Codec, ErrorReply, InferResponse, InferTask, Job, ModelInfo, Reply, Tensor
 from natriton.runtime import Handler, Inbound, ServiceRuntime
 from natriton.telemetry import inject
 
@@ -109,3 +111,28 @@ async def serve_stage(runtime: ServiceRuntime, stage: str, subject: str, handler
     await runtime.add_endpoint(
         stage, subject, handler, queue_group=subjects.queue_group(runtime.name), on_error=on_error, packed=True
     )
+
+
+CACHE_ENTRIES: Final[Codec[CacheEntry]] = Codec(CacheEntry)
+
+
+async def answer(
+    runtime: ServiceRuntime,
+    cache: ResultCache,
+    info: ModelInfo,
+    job: Job,
+    outputs: tuple[Tensor, ...],
+    envelope: Envelope,
+    *,
+    cache_ttl_s: int,
+) -> None:
+    """The last step of a request, in postprocess or (``job.router_answers``) in the router: the model's outputs
+    → the answer (:func:`natriton.answers.to_result`), written to the cache under the job's key before the reply
+    goes (so the next identical request finds it), then sent to the owner. ``cache_ttl_s``: unless the model sets
+    its own."""
+    result = to_result(info, outputs, job)
+    if job.cache_key:
+        ttl_s = cache_ttl_s if info.cache_ttl_s is None else info.cache_ttl_s
+        await cache.set(job.cache_key, CACHE_ENTRIES.encode(CacheEntry(version=job.version, result=result)), ttl_s)
+    response = InferResponse(request_id=envelope.request_id, model=job.model, version=job.version, result=result)
+    await reply_to_owner(runtime, envelope, response)

@@ -55,8 +55,11 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
     nats_inbox_prefix: str = "_INBOX"
     """Prefix of this service's reply inboxes; the locked-down config allows each role only ``_INBOX.<role>.>``."""
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """Redis holding the result cache (ingest reads it, postprocess writes it); may carry a password;
-    ``rediss://`` for TLS. ``user@`` names the ACL user."""
+    """Redis holding the result cache (ingest reads it; postprocess, or the router for the models it answers
+    itself, writes it); may carry a password; ``rediss://`` for TLS. ``user@`` names the ACL user."""
+    cache_ttl_s: int = 3600
+    """Lifetime of cached answers in seconds (a model's ``natriton.cache_ttl_s`` overrides it); read by the
+    services that write answers: postprocess and the router."""
     redis_password_file: str = ""
     """File holding the Redis password (of the URL's ACL user, else of ``default``); it replaces a password in the
     URL. Empty for none."""
@@ -106,6 +109,8 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("nats_read_buffer_bytes must be >= 4096")
         if self.log_format not in ("json", "text"):
             raise ValueError("log_format must be json or text")
+        if self.cache_ttl_s < 1:
+            raise ValueError("cache_ttl_s must be >= 1")
         if self.handoff not in ("auto", "off"):
             raise ValueError("handoff must be auto or off")
         if self.handoff_min_bytes < 0 or self.handoff_max_bytes < 0:

@@ -53,7 +53,7 @@ from natriton.messages import (
 )
 from natriton.metrics import Metric, counter, gauge
 from natriton.pipeline import REPLY_CODEC, error_reply, infer_task, next_hop_headers
-from natriton.profiles import VadProfile, audio_only
+from natriton.profiles import DetectorProfile, VadProfile, audio_only
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton.streams import open_registry
 from natriton.tensors import to_array, to_tensor
@@ -75,7 +75,13 @@ FRAME_TASKS: Codec[FrameTask] = Codec(FrameTask)
 AUDIT_RECORDS = msgspec.json.Encoder()
 IMAGE_PATH: tuple[str, ...] = ("preprocess", "router", "postprocess")
 TENSOR_PATH: tuple[str, ...] = ("router", "postprocess")
-"""The stages a request passes (ready-made tensors skip preprocess)."""
+"""The stages a request passes (ready-made tensors skip preprocess; a job the router answers skips postprocess)."""
+
+
+def stages_of(task: PreprocessTask) -> tuple[str, ...]:
+    """The stages ``task`` passes on its way to the answer."""
+    path = TENSOR_PATH if isinstance(task.input, TensorInput) else IMAGE_PATH
+    return tuple(s for s in path if s != "postprocess") if task.job.router_answers else path
 
 
 @dataclass(slots=True)
@@ -407,7 +413,14 @@ class IngestApp:
                 async with asyncio.timeout(admitted.envelope.remaining_s()):
                     shared = await asyncio.shield(leader)
                 return _raise_if_error(msgspec.structs.replace(shared, request_id=admitted.request_id)), "miss"
-        job = Job(model=info.name, version=version, task=info.task, top_k=request.top_k, cache_key=key)
+        job = Job(
+            model=info.name,
+            version=version,
+            task=info.task,
+            top_k=request.top_k,
+            cache_key=key,
+            router_answers=self._router_answers(info),
+        )
         return await self._lead(admitted, key, PreprocessTask(job=job, input=request.input)), "miss"
 
     # ------------------------------------------------------------------ live audio streams
@@ -427,7 +440,9 @@ class IngestApp:
         assert isinstance(info.profile, VadProfile)
         profile = info.profile
         tensors = (to_tensor(profile.audio_input, chunks), to_tensor(profile.state_input, state))
-        job = Job(model=info.name, version="", task=info.task, sequence=stream)
+        job = Job(
+            model=info.name, version="", task=info.task, sequence=stream, router_answers=self._router_answers(info)
+        )
         envelope = Envelope(
             mesh_id=self.new_mesh_id(),
             request_id=f"audio:{stream}",
@@ -444,6 +459,11 @@ class IngestApp:
         outputs = {t.name: to_array(t) for t in result.tensors}
         probabilities = np.asarray(outputs[profile.probability_output], dtype=np.float32).reshape(-1)
         return probabilities, np.asarray(outputs[profile.state_output], dtype=np.float32)
+
+    def _router_answers(self, info: ModelInfo) -> bool:
+        """Whether the router should answer this model's requests itself (decision 0012): when the setting allows
+        it and the answer is cheap to make; a detector's (boxes scaled, NMS) is left to postprocess."""
+        return self.settings.router_answers and not isinstance(info.profile, DetectorProfile)
 
     def _cache_version(self, info: ModelInfo, version: str) -> str:
         """The version part of the cache key: the named version, or the latest plus the routing policy's
@@ -487,7 +507,7 @@ class IngestApp:
         against the model anyway (one hop and one copy of the payload fewer). A stage without a live copy is
         ``unavailable`` at once; a request a dead copy may have held is sent again (:meth:`on_copies_lost`).
         """
-        stages = TENSOR_PATH if isinstance(task.input, TensorInput) else IMAGE_PATH
+        stages = stages_of(task)
         self._refuse_if_a_stage_is_down(stages)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         mesh_id = admitted.envelope.mesh_id

@@ -38,6 +38,9 @@ class Settings(CommonSettings, frozen=True, kw_only=True):
     """Most answers kept in memory for the near cache (the least recently used go first)."""
     coalesce: bool = True
     """Identical requests (same cache key) in flight at once share one inference."""
+    router_answers: bool = True
+    """The router makes the answer itself, one hop (router → postprocess) fewer, for every model whose answer is
+    cheap to make: all kinds but detectors (decision 0012). False: every answer is made by postprocess."""
     tenant_limits: str = ""
     """Per-tenant limits of this copy, ``<tenant>:<rate>/s:<max pending>`` comma-separated (``*``: every tenant not
     named; 0: no limit), e.g. ``*:50/s:100,TENANT_A:200/s:400``. A tenant is the NATS account a request came from

@@ -16,13 +16,14 @@ from opentelemetry import trace
 from opentelemetry.trace import Link
 
 from natriton import headers, subjects
+from natriton.cache import ResultCache
 from natriton.catalog import RouteTable, open_bucket, open_model_files, publish_model, publish_model_file
 from natriton.envelope import Envelope
 from natriton.errors import ErrorCode, MeshError, invalid_argument
 from natriton.handoff import SlotReader, StaleHandoffError
 from natriton.messages import Codec, InferTask, Job, ModelInfo, PostprocessTask, Tensor
 from natriton.metrics import LatencyHistogram, Metric, add_latency, counter, gauge, histogram, sizes_histogram
-from natriton.pipeline import decode_task, next_hop_headers, serve_stage
+from natriton.pipeline import answer, decode_task, next_hop_headers, serve_stage
 from natriton.profiles import VadProfile
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton.subjects import MODELS_BUCKET
@@ -46,11 +47,20 @@ BREAKER_PROBE_PERIOD_S = 0.25
 class RouterApp:
     """Owns the Triton connection, the catalog and routes, and one batcher per model version."""
 
-    def __init__(self, runtime: ServiceRuntime, settings: Settings, triton: TritonGateway, routes: RouteTable) -> None:
+    def __init__(
+        self,
+        runtime: ServiceRuntime,
+        settings: Settings,
+        triton: TritonGateway,
+        routes: RouteTable,
+        cache: ResultCache,
+    ) -> None:
         self.runtime = runtime
         self.settings = settings
         self.triton = triton
         self.routes = routes
+        self.cache = cache
+        """Where the answers the router makes itself are cached (``Job.router_answers``, decision 0012)."""
         self.models: dict[str, ModelInfo] = {}
         self.batchers: dict[tuple[str, str], ModelBatcher] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
@@ -66,6 +76,8 @@ class RouterApp:
         """Whether the latest catalog refresh reached Triton (``/readyz``)."""
         self.sequence_steps = 0
         """Steps of stateful models' sequences run (one chunk each)."""
+        self.answered = 0
+        """Requests the router answered itself (``Job.router_answers``)."""
         self.handoff = SlotReader(runtime.shm_domain)
         """Reads the tensors ingest hands over in its shared memory (decision 0011)."""
 
@@ -93,6 +105,7 @@ class RouterApp:
         for batcher in self.batchers.values():
             await batcher.close()
         await self.triton.close()
+        await self.cache.close()
         self.handoff.close()
 
     # ------------------------------------------------------------------ catalog
@@ -155,7 +168,8 @@ class RouterApp:
 
     # ------------------------------------------------------------------ request path
     async def handle(self, inbound: Inbound) -> None:
-        """InferTask → version choice → admission → (batched) inference → PostprocessTask."""
+        """InferTask → version choice → admission → (batched) inference → the answer to the owner
+        (``job.router_answers``), else a PostprocessTask."""
         task, envelope = decode_task(TASKS, inbound)
         envelope.check_deadline("routing")
         if task.handoff is not None:
@@ -185,8 +199,19 @@ class RouterApp:
         shadow = shadow_version_for(info, policy, version, self._rng)
         if shadow:
             self._mirror(info, shadow, task.inputs, result.outputs, deadline)
-        out = PostprocessTask(job=msgspec.structs.replace(job, version=version), outputs=result.outputs)
-        # the batch's other requests publish in this same turn: one NATS message carries them all
+        await self._answer_or_pass_on(info, msgspec.structs.replace(job, version=version), result.outputs, envelope)
+
+    async def _answer_or_pass_on(
+        self, info: ModelInfo, job: Job, outputs: tuple[Tensor, ...], envelope: Envelope
+    ) -> None:
+        """The answer to the owner when ingest asked the router for it (one hop fewer), else the outputs to
+        postprocess. Either way the batch's other requests publish in this same turn: one NATS message carries
+        them all."""
+        if job.router_answers:
+            self.answered += 1
+            await answer(self.runtime, self.cache, info, job, outputs, envelope, cache_ttl_s=self.settings.cache_ttl_s)
+            return
+        out = PostprocessTask(job=job, outputs=outputs)
         self.runtime.publish_soon(subjects.POSTPROCESS, OUT.encode(out), next_hop_headers(envelope))
 
     def _from_shared_memory(self, task: InferTask) -> InferTask:
@@ -220,8 +245,7 @@ class RouterApp:
         )
         span.set_attribute("natriton.sequence.steps", len(steps))
         self.sequence_steps += len(steps)
-        out = PostprocessTask(job=msgspec.structs.replace(job, version=version), outputs=outputs)
-        self.runtime.publish_soon(subjects.POSTPROCESS, OUT.encode(out), next_hop_headers(envelope))
+        await self._answer_or_pass_on(info, msgspec.structs.replace(job, version=version), outputs, envelope)
 
     def _record_spans(self, result: BatchResult) -> None:
         """This request's own queue wait and its share of the batch's inference, in its own trace (only when that
@@ -406,9 +430,15 @@ class RouterApp:
         )
         handoff.add_metric(["read"], self.handoff.read_count)
         handoff.add_metric(["stale"], self.handoff.stale)
+        answered = counter(
+            "natriton_router_answered",
+            "Requests the router answered itself, without the postprocess hop (ingest asked it to: decision 0012).",
+            [],
+        )
+        answered.add_metric([], self.answered)
         return [
             queued, in_flight, sizes, rejected, expired, triton, state, opened, shadow, reachable, batches, steps,
-            handoff,
+            handoff, answered,
         ]  # fmt: skip
 
     def stats(self) -> dict[str, Any]:
@@ -432,4 +462,6 @@ async def build_app(runtime: ServiceRuntime, settings: Settings) -> RouterApp:
     triton = TritonGateway(
         settings.triton_grpc_url, timeout_s=settings.triton_timeout_s, tls=settings.triton_grpc_tls()
     )
-    return RouterApp(runtime, settings, triton, RouteTable())
+    return RouterApp(
+        runtime, settings, triton, RouteTable(), ResultCache(settings.redis_url, ttl_s=settings.cache_ttl_s)
+    )

@@ -129,7 +129,7 @@ service's `env` values add to them and may not replace one (each has its own key
 - name: NATRITON_NATS_CREDS_FILE
   value: /etc/natriton/nats/nats.creds
 {{- end }}
-{{- if has $name (list "ingest" "preprocess" "postprocess") }}
+{{- if has $name (list "ingest" "preprocess" "router" "postprocess") }}
 {{- if $values.redisUrlSecret.secretName }}
 - name: NATRITON_REDIS_URL
   valueFrom:
