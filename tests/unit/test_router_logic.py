@@ -523,6 +523,36 @@ async def test_several_slots_run_batches_concurrently(make_batcher: BatcherFacto
     assert executor.batch_dims == [1, 1, 1]
 
 
+async def test_requests_that_arrive_together_are_shared_out_among_the_free_slots(
+    make_batcher: BatcherFactory,
+) -> None:
+    batcher, executor = make_batcher(max_batch_size=8, slots=2)
+    executor.hold()
+    together = [_submit(batcher, _req(float(i))) for i in range(5)]  # one event-loop turn: queued before any batch
+    await _until(lambda: len(executor.calls) == 2)
+    assert executor.batch_dims == [3, 2]  # both model instances busy, not one batch of five and an idle slot
+    executor.release()
+    results = await _gather(together)
+    assert [to_array(r[0])[0, 0] for r in results] == [0.0, 2.0, 4.0, 6.0, 8.0]
+
+
+async def test_with_one_slot_free_the_batch_takes_everything_queued(make_batcher: BatcherFactory) -> None:
+    batcher, executor = make_batcher(max_batch_size=8, slots=2)
+    blocker = await _busy(batcher, executor)  # one of the two slots taken
+    together = [_submit(batcher, _req(float(i))) for i in range(4)]
+    await _until(lambda: len(executor.calls) == 2)
+    assert executor.batch_dims == [1, 4]
+    executor.release()
+    await _gather([blocker, *together])
+
+
+async def test_batches_that_wait_to_fill_are_not_shared_out(make_batcher: BatcherFactory) -> None:
+    batcher, executor = make_batcher(max_batch_size=4, slots=2, max_wait_s=1.0)
+    together = [_submit(batcher, _req(float(i))) for i in range(4)]
+    await _gather(together)
+    assert executor.batch_dims == [4]  # the operator asked for full batches: max_wait_s
+
+
 async def test_max_wait_lets_a_batch_fill(make_batcher: BatcherFactory) -> None:
     batcher, executor = make_batcher(max_batch_size=2, max_wait_s=1.0)
     first = _submit(batcher, _req(1.0))

@@ -1,9 +1,12 @@
 """Per-model-version batching with admission limits and batch tracing.
 
-A batch leaves when an execution slot is free: it takes everything queued (up to the model's max batch
+A batch leaves when an execution slot is free: it takes what is queued (up to the model's max batch
 size and only requests of the same shape), waiting at most ``max_wait_s`` for more (no waiting once the
 batch has a preferred size). While every slot is
 busy, requests queue up and form the next, larger batch — batches grow with load, low load pays no wait.
+When several slots are free at once (and batches do not wait to fill), what is queued is shared out among them: two
+requests that arrived together run as two batches of one on two model instances, not as one batch of two on one
+instance while the other idles.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ class ModelBatcher:
         self._max = max(1, max_batch_size)
         self._max_wait_s = max_wait_s
         self._slots = asyncio.Semaphore(slots)
+        self._free_slots = slots
         self._output_names = tuple(output_names)
         self._limits = limits
         self._tracer = tracer
@@ -179,9 +183,11 @@ class ModelBatcher:
             await self._slots.acquire()
             first = await self._next_item(None)
             assert first is not None
+            self._free_slots -= 1
             batch, total = [first], first.size
+            share = self._share()
             wait_until = time.perf_counter() + self._max_wait_s
-            while total < self._max:
+            while total < self._max and len(batch) < share:
                 # a preferred size is worth sending now rather than waiting for more (Triton's semantics)
                 wait_s = 0.0 if total in self._preferred else wait_until - time.perf_counter()
                 item = await self._next_item(wait_s)
@@ -195,6 +201,15 @@ class ModelBatcher:
             task = asyncio.get_running_loop().create_task(self._run(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+
+    def _share(self) -> int:
+        """The most requests the batch just started (its first taken) may hold: no limit but the max batch size
+        while it is the only free slot, or when batches wait to fill (``max_wait_s``); while other slots are free
+        too, its even share of the requests queued now (the batches of the other slots leave in the same turn)."""
+        if not self._free_slots or self._max_wait_s > 0:
+            return self._max
+        queued = 1 + self._queue.qsize() + (1 if self._held is not None else 0)
+        return math.ceil(queued / (self._free_slots + 1))
 
     async def _run(self, batch: list[BatchItem]) -> None:
         try:
@@ -249,6 +264,7 @@ class ModelBatcher:
                         )
                     )
         finally:
+            self._free_slots += 1
             self._slots.release()
 
     def _drop_expired(self, batch: list[BatchItem]) -> list[BatchItem]:
