@@ -156,6 +156,29 @@ def _overhead_text(cpu: Mapping[str, float]) -> str:
     return ", ".join(f"{k} {cpu[k]:,.0f}" for k in keep if cpu.get(k))
 
 
+def cores_busy(cell: Mapping[str, Any]) -> float | None:
+    """Cores a system kept busy in one cell: answers per second times CPU per answer (all its processes)."""
+    total = cpu_total(cell.get("cpu_us_per_request"))
+    return None if total is None or not cell.get("ok_per_s") else cell["ok_per_s"] * total / 1e6
+
+
+def _cores_busy(result: Mapping[str, Any]) -> list[str]:
+    """A line comparing how much of the host each system kept busy at each concurrency (empty without data)."""
+    pairs = []
+    for c in TARGET_CONCURRENCIES:
+        mesh, ens = cores_busy(_cell(result, "mesh", c)), cores_busy(_cell(result, "ensemble", c))
+        if mesh is not None and ens is not None:
+            pairs.append((c, mesh, ens))
+    if not pairs:
+        return []
+    cells = ", ".join(f"{m:.2f} vs {e:.2f} at {c}" for c, m, e in pairs)
+    return [
+        f"- Cores kept busy (answers/s x CPU per answer, every process), mesh vs ensemble: {cells} in flight. Where "
+        "the mesh keeps fewer cores busy, its requests spend time on NATS hops and in the router's batches while a "
+        "core waits: latency, not CPU. Where both fill the host, the CPU per answer decides."
+    ]
+
+
 def why_missed(summary: Mapping[str, Any], result: Mapping[str, Any] | None) -> list[str]:
     """One line for the scenario's missed targets, with this run's CPU per request of both systems."""
     if not result:
@@ -171,6 +194,7 @@ def why_missed(summary: Mapping[str, Any], result: Mapping[str, Any] | None) -> 
         return []
     floor = _floor(result, FLOOR_WORKERS)
     return [
+        *_cores_busy(result),
         f"- Mesh vs ensemble (JPEG → top-5) at concurrency {c}: CPU per request {cpu_total(mcpu):,.0f} µs in the "
         f"mesh ({_overhead_text(mcpu)}, mobilenet_v2's stub {mcpu.get('stub mobilenet_v2', 0):,.0f}) vs "
         f"{cpu_total(ecpu):,.0f} µs in the ensemble (its preprocess stubs "
