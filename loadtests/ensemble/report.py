@@ -201,7 +201,7 @@ def why_missed(summary: Mapping[str, Any], result: Mapping[str, Any] | None) -> 
         f"{ecpu.get('stub ensemble_preprocess', 0):,.0f}, mobilenet_v2's stub {ecpu.get('stub mobilenet_v2', 0):,.0f}"
         f", postprocess stub {ecpu.get('stub ensemble_postprocess', 0):,.0f}, tritonserver "
         f"{ecpu.get('tritonserver', 0):,.0f}, loadgen {ecpu.get('loadgen', 0):,.0f}) and "
-        f"{_us(floor.get('cpu_us_per_request'))} µs in one process ({FLOOR_WORKERS} threads)."
+        f"{_us(floor.get('cpu_us_per_request'))} µs in one process ({FLOOR_WORKERS} threads).",
     ]
 
 
