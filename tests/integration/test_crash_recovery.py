@@ -11,6 +11,7 @@ services holds requests under load; ``test_router_answers_need_no_postprocess`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -51,12 +52,20 @@ def crash_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         yield running
 
 
+@contextlib.asynccontextmanager
+async def producer_without_retries(stack: LocalStack) -> AsyncIterator[AsyncClient]:
+    """The client library, with retries off: whatever survives a crash survives by the resend alone."""
+    client = await AsyncClient.connect(stack.nats_url, timeout_s=TIMEOUT_S, retry=RetryPolicy(max_retries=0))
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def producer(crash_stack: LocalStack) -> AsyncIterator[AsyncClient]:
-    """The client library, with retries off: whatever survives a crash survives by the resend alone."""
-    client = await AsyncClient.connect(crash_stack.nats_url, timeout_s=TIMEOUT_S, retry=RetryPolicy(max_retries=0))
-    yield client
-    await client.close()
+    async with producer_without_retries(crash_stack) as client:
+        yield client
 
 
 def ingest_total(stack: LocalStack, name: str) -> float:

@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 
 from natriton.tensors import to_array, to_tensor
-from natriton_client import AsyncClient, RetryPolicy, Unavailable
+from natriton_client import AsyncClient, Unavailable
 from natriton_client.protocol import Detections, RawOutputs
 from natriton_dev.stack import LocalStack
 from tests.integration.conftest import model_repository_of
@@ -25,6 +25,7 @@ from tests.integration.test_crash_recovery import (
     explained,
     heard,
     kill_9_under_load_costs_no_request,
+    producer_without_retries,
     restart,
     top_class,
 )
@@ -32,7 +33,6 @@ from tests.integration.test_crash_recovery import (
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 CLASSIFIER, DETECTOR, RAW = "mobilenet_v2", "face_detector", "noop"
 COPIES = {"ingest": 2, "preprocess": 2, "router": 2, "postprocess": 2}
-TIMEOUT_S = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +46,8 @@ def answers_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSta
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def producer(answers_stack: LocalStack) -> AsyncIterator[AsyncClient]:
-    client = await AsyncClient.connect(answers_stack.nats_url, timeout_s=TIMEOUT_S, retry=RetryPolicy(max_retries=0))
-    yield client
-    await client.close()
+    async with producer_without_retries(answers_stack) as client:
+        yield client
 
 
 async def test_with_every_postprocess_copy_gone_the_router_still_answers_and_caches(

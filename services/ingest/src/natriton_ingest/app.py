@@ -52,7 +52,7 @@ from natriton.messages import (
     TensorInput,
 )
 from natriton.metrics import Metric, counter, gauge
-from natriton.pipeline import REPLY_CODEC, error_reply, infer_task, next_hop_headers
+from natriton.pipeline import CACHE_ENTRIES, REPLY_CODEC, error_reply, infer_task, next_hop_headers
 from natriton.profiles import DetectorProfile, VadProfile, audio_only
 from natriton.runtime import Inbound, ServiceRuntime
 from natriton.streams import open_registry
@@ -70,7 +70,6 @@ from natriton_ingest.tenants import AuditRecord, Tenant, TenantGate, parse_limit
 log = logging.getLogger(__name__)
 PREPROCESS_TASKS: Codec[PreprocessTask] = Codec(PreprocessTask)
 INFER_TASKS: Codec[InferTask] = Codec(InferTask)
-CACHE_ENTRIES: Codec[CacheEntry] = Codec(CacheEntry)
 FRAME_TASKS: Codec[FrameTask] = Codec(FrameTask)
 AUDIT_RECORDS = msgspec.json.Encoder()
 IMAGE_PATH: tuple[str, ...] = ("preprocess", "router", "postprocess")
